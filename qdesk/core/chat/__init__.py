@@ -1,0 +1,1 @@
+"""Streaming chat with per-token statistics, on any backend that yields logits."""

@@ -1,0 +1,80 @@
+"""Per-token statistics of a next-token distribution, and the sampler.
+
+All functions take raw logits as a 1-D float array over the vocabulary.
+They work in float64 so that tiny probabilities and near ties stay exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionStats:
+    top_ids: tuple[int, ...]
+    top_probs: tuple[float, ...]
+    margin: float  # p1 - p2, in [0, 1]
+    entropy: float  # nats
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    if temperature != 1.0:
+        z = z / temperature
+    z = z - z.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def top_k_sorted(probs: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest probabilities, largest first (ties by lower id)."""
+    k = min(k, probs.shape[0])
+    part = np.argpartition(-probs, k - 1)[:k]
+    return part[np.lexsort((part, -probs[part]))]
+
+
+def distribution_stats(probs: np.ndarray, k: int) -> DistributionStats:
+    top = top_k_sorted(probs, max(k, 2))
+    top_p = probs[top]
+    nz = probs[probs > 0]
+    entropy = float(-(nz * np.log(nz)).sum())
+    return DistributionStats(
+        top_ids=tuple(int(i) for i in top[:k]),
+        top_probs=tuple(float(p) for p in top_p[:k]),
+        margin=float(top_p[0] - top_p[1]),
+        entropy=max(entropy, 0.0),
+    )
+
+
+def apply_repetition_penalty(logits: np.ndarray, history: np.ndarray, penalty: float) -> np.ndarray:
+    """transformers' rule: a seen token's positive logit is divided, a negative one multiplied."""
+    if penalty == 1.0 or history.size == 0:
+        return logits
+    out = np.array(logits, dtype=np.float64)
+    seen = np.unique(history)
+    vals = out[seen]
+    out[seen] = np.where(vals > 0, vals / penalty, vals * penalty)
+    return out
+
+
+def sampling_distribution(
+    logits: np.ndarray, temperature: float, top_k: int, top_p: float
+) -> np.ndarray:
+    """The distribution a token is drawn from (temperature > 0), zeros outside the filters."""
+    probs = softmax(logits, temperature)
+    if 0 < top_k < probs.shape[0]:
+        keep = top_k_sorted(probs, top_k)
+        mask = np.zeros_like(probs, dtype=bool)
+        mask[keep] = True
+        probs = np.where(mask, probs, 0.0)
+    if top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        cum = np.cumsum(probs[order])
+        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        n_keep = int(np.searchsorted(cum, top_p * cum[-1]) + 1)
+        drop = order[n_keep:]
+        probs = probs.copy()
+        probs[drop] = 0.0
+    return probs / probs.sum()

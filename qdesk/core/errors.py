@@ -1,0 +1,32 @@
+"""The error types every front end maps to one clear message and an exit code.
+
+CLI exit codes (DESIGN.md): 0 ok, 2 bad input, 3 out of resources, 130 cancelled.
+The message of each error is the one line a user sees: it names the thing that
+is wrong and, where there is one, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class QdeskError(Exception):
+    """Base of the errors that reach the user as one line."""
+
+    exit_code = 1
+
+
+class BadInput(QdeskError):
+    """The user's input (a path, a file, a model, an option) cannot be used."""
+
+    exit_code = 2
+
+
+class OutOfResources(QdeskError):
+    """Not enough memory or disk for what was asked."""
+
+    exit_code = 3
+
+
+class Cancelled(QdeskError):
+    """The user cancelled the job."""
+
+    exit_code = 130

@@ -1,0 +1,335 @@
+"""Model references and loading: text the user typed -> a ready backend.
+
+A model argument is ``demo``, a Hugging Face folder, a ``.gguf`` file, a qdesk
+quantized folder, or a hub id ``ORG/NAME[@revision]``. ``resolve`` checks it
+and says what it is; ``open_model`` loads it on the chosen backend after
+checking that it fits in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from qdesk.core.errors import BadInput, OutOfResources
+from qdesk.core.paths import data_dir
+
+log = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+BACKENDS = ("auto", "hf", "llamacpp")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model argument names. kind: demo | hf | gguf | qdesk | hub."""
+
+    text: str
+    kind: str
+    path: Path | None = None
+    hub_id: str | None = None
+    revision: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        if self.kind == "demo":
+            return "demo (SmolLM2-135M-Instruct)"
+        if self.kind == "hub":
+            return self.hub_id + (f"@{self.revision}" if self.revision else "")
+        return self.path.name if self.path else self.text
+
+
+def resolve(text: str) -> ModelRef:
+    """Say what a model argument names; raise BadInput if it names nothing usable."""
+    text = text.strip()
+    if not text:
+        raise BadInput("no model given")
+    if text == "demo":
+        return ModelRef(text, "demo")
+    path = Path(text).expanduser()
+    looks_like_path = (
+        path.exists() or text.startswith((".", "/", "~")) or path.suffix.lower() == ".gguf"
+        or os.sep in text.rstrip(os.sep) and not HUB_ID.match(text)
+    )
+    if looks_like_path:
+        if not path.exists():
+            raise BadInput(f"{text}: no such file or folder")
+        if path.is_file():
+            if path.suffix.lower() == ".gguf":
+                return ModelRef(text, "gguf", path=path)
+            raise BadInput(f"{text}: not a model (give a .gguf file or a model folder)")
+        if (path / "qdesk.json").is_file():
+            return ModelRef(text, "qdesk", path=path)
+        if not (path / "config.json").is_file():
+            raise BadInput(f"{text}: no config.json in this folder (not a Hugging Face model)")
+        return ModelRef(text, "hf", path=path)
+    if HUB_ID.match(text):
+        hub_id, _, revision = text.partition("@")
+        return ModelRef(text, "hub", hub_id=hub_id, revision=revision or None)
+    raise BadInput(
+        f"'{text}' is not a model: give demo, a model folder, a .gguf file or a hub id ORG/NAME"
+    )
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What ``qdesk info`` and the GUI show about a loaded model (plain data, no torch)."""
+
+    name: str
+    source: str  # demo | hf | gguf | qdesk | hub
+    path: str
+    backend: str  # hf | llamacpp
+    architecture: str
+    parameters: int
+    layers: int
+    hidden_size: int
+    vocab_size: int
+    context_length: int
+    dtype: str
+    device: str
+    memory_bytes: int
+    dtype_reason: str = ""
+    quantization: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    backend: object  # a LogitsBackend
+    facts: ModelFacts
+    model: object = None  # the torch module (hf backend), for quantization and analysis
+    hf_tokenizer: object = None
+
+    def close(self) -> None:
+        self.backend.close()
+        self.model = None
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def local_folder(ref: ModelRef, progress: ProgressFn | None = None) -> Path:
+    """The folder or file a reference loads from, made or downloaded if need be."""
+    if ref.kind == "demo":
+        from qdesk.core.demo import ensure_demo_model
+
+        return ensure_demo_model(progress)
+    if ref.kind == "hub":
+        from qdesk.core.hub import download
+
+        return download(ref.hub_id, ref.revision, progress)
+    return ref.path
+
+
+def open_model(
+    ref: ModelRef | str,
+    backend: str = "auto",
+    progress: ProgressFn | None = None,
+    dtype: str | None = None,
+    n_ctx: int | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a model on a backend: "hf" (transformers), "llamacpp", or "auto"
+    (llama.cpp for a .gguf file, transformers for everything else)."""
+    if isinstance(ref, str):
+        ref = resolve(ref)
+    if backend not in BACKENDS:
+        raise BadInput(f"unknown backend '{backend}' (choose {', '.join(BACKENDS)})")
+    if backend == "auto":
+        backend = "llamacpp" if ref.kind == "gguf" else "hf"
+    if backend == "llamacpp" and ref.kind == "demo":
+        from qdesk.core.demo import demo_gguf_path
+
+        # The demo on llama.cpp is the shipped Q4_1 file itself.
+        ref = ModelRef(ref.text, "gguf", path=demo_gguf_path())
+    if backend == "llamacpp":
+        if ref.kind != "gguf":
+            raise BadInput(f"{ref.text}: the llama.cpp backend needs a .gguf file")
+        return _open_llamacpp(ref, n_ctx)
+    path = local_folder(ref, progress)
+    if ref.kind == "gguf":
+        path = _dense_copy_of_gguf(ref.path, progress)
+    return _open_hf(ref, path, dtype, trust_remote_code)
+
+
+def _dense_copy_of_gguf(gguf_path: Path, progress: ProgressFn | None) -> Path:
+    """A GGUF file for the transformers backend: dequantized once into a dense folder."""
+    from qdesk.core.dense_folder import materialize_gguf
+
+    st = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    target = data_dir() / "converted" / f"{gguf_path.stem}-{key.hexdigest()[:12]}"
+    return materialize_gguf(gguf_path, target, progress)
+
+
+def _check_fits(name: str, need: int, device: str) -> None:
+    from qdesk.core.device import available_memory_bytes, gib
+
+    have = available_memory_bytes(device)
+    if need > have:
+        raise OutOfResources(
+            f"{name} needs about {gib(need)} of {device} memory to load; {gib(have)} is free"
+        )
+
+
+def _weight_files(path: Path) -> list[Path]:
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        if list(path.glob("*.bin")) or list(path.glob("*.pt")) or list(path.glob("*.pth")):
+            raise BadInput(
+                f"{path}: only pickle weights (.bin/.pt) here; qdesk loads safetensors "
+                "only, since unpickling can run code"
+            )
+        raise BadInput(f"{path}: no .safetensors weights in this folder")
+    return files
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInput(f"{path / 'config.json'}: not readable JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise BadInput(f"{path / 'config.json'}: not a JSON object")
+    return config
+
+
+def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bool) -> LoadedModel:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from qdesk.core.chat.hf_backend import HFBackend
+    from qdesk.core.chat.tokenizers import HFChatTokenizer
+    from qdesk.core.device import DecodeShape, choose_placement
+    from qdesk.core.safetensors_check import read_safetensors_header
+
+    raw = _read_config(path)
+    model_type = raw.get("model_type")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not (
+        trust_remote_code and "auto_map" in raw
+    ):
+        raise BadInput(
+            f"{ref.text}: unsupported architecture '{model_type}' "
+            "(not a causal language model that transformers knows)"
+        )
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise BadInput(f"{ref.text}: config.json cannot be used ({e})") from None
+    files = _weight_files(path)
+    records = {}
+    for f in files:
+        records.update(read_safetensors_header(f))
+    quant = dict(raw.get("quantization_config") or {})
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    inter = int(getattr(config, "intermediate_size", 0) or hidden * 4)
+    n_heads = int(getattr(config, "num_attention_heads", 1) or 1)
+    head_dim = int(getattr(config, "head_dim", 0) or hidden // n_heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", 0) or n_heads)
+    shape = DecodeShape(
+        hidden=hidden, intermediate=inter, layers=int(getattr(config, "num_hidden_layers", 1)),
+        kv_width=kv_heads * head_dim, vocab=int(getattr(config, "vocab_size", 0) or 32000),
+    )
+    placement = choose_placement(shape, dtype)
+    n_params = sum(_numel(r["shape"]) for r in records.values())
+    bytes_per = 2 if placement.dtype in ("bfloat16", "float16") else 4
+    weights = sum(os.path.getsize(f) for f in files) if quant else n_params * bytes_per
+    _check_fits(ref.display_name, int(weights * 1.15) + 256 * 2**20, placement.device)
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise BadInput(f"{ref.text}: its tokenizer cannot be loaded ({e})") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path),
+            dtype=getattr(torch, placement.dtype),
+            device_map=placement.device,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+        )
+    except torch.OutOfMemoryError:
+        raise OutOfResources(f"{ref.text}: out of {placement.device} memory while loading") from None
+    except Exception as e:
+        raise BadInput(f"{ref.text}: transformers cannot load it ({type(e).__name__}: {e})") from None
+    model.eval()
+    gen_eos = getattr(model.generation_config, "eos_token_id", None)
+    gen_eos = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
+    chat_tok = HFChatTokenizer(tokenizer, gen_eos)
+    n_ctx = int(getattr(config, "max_position_embeddings", 0) or 4096)
+    name = ref.display_name
+    facts = ModelFacts(
+        name=name,
+        source=ref.kind,
+        path=str(path),
+        backend="hf",
+        architecture=(config.architectures or [type(model).__name__])[0],
+        parameters=n_params,
+        layers=int(getattr(config, "num_hidden_layers", 0) or 0),
+        hidden_size=hidden,
+        vocab_size=int(getattr(config, "vocab_size", 0) or len(tokenizer)),
+        context_length=n_ctx,
+        dtype=placement.dtype,
+        device=placement.device,
+        memory_bytes=int(model.get_memory_footprint()),
+        dtype_reason=placement.reason,
+        quantization=quant,
+    )
+    return LoadedModel(HFBackend(model, chat_tok, name, n_ctx), facts, model, tokenizer)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _open_llamacpp(ref: ModelRef, n_ctx: int | None) -> LoadedModel:
+    import gguf
+
+    from qdesk.core.chat.llamacpp_backend import (
+        DEFAULT_N_CTX,
+        LlamaCppBackend,
+        gpu_offload_available,
+    )
+    from qdesk.core.gguf_dense import read_header
+
+    header = read_header(ref.path)  # validates the untrusted header before llama.cpp reads it
+    ctx = n_ctx or min(header.context_length, DEFAULT_N_CTX)
+    kv_dim = header.n_kv_heads * header.head_dim
+    kv_bytes = 2 * header.n_layers * ctx * kv_dim * 2
+    file_bytes = os.path.getsize(ref.path)
+    device = "cuda" if gpu_offload_available() else "cpu"
+    _check_fits(ref.display_name, file_bytes + kv_bytes + 128 * 2**20, device)
+    reader = gguf.GGUFReader(ref.path)
+    n_params = sum(int(t.n_elements) for t in reader.tensors)
+    types = sorted(set(header.tensor_types.values()))
+    backend = LlamaCppBackend(ref.path, ref.display_name, header.chat_template, n_ctx=ctx)
+    facts = ModelFacts(
+        name=ref.display_name,
+        source=ref.kind,
+        path=str(ref.path),
+        backend="llamacpp",
+        architecture=header.architecture,
+        parameters=n_params,
+        layers=header.n_layers,
+        hidden_size=header.hidden_size,
+        vocab_size=header.vocab_size,
+        context_length=ctx,
+        dtype="/".join(types),
+        device=device,
+        memory_bytes=file_bytes + kv_bytes,
+        dtype_reason="GGUF tensor types",
+        quantization={"format": "gguf", "bits_per_weight": round(8 * file_bytes / n_params, 2)},
+    )
+    return LoadedModel(backend, facts)

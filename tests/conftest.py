@@ -1,0 +1,39 @@
+"""Shared fixtures: the real demo model, loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "0")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def demo_hf():
+    """The dense BF16 demo folder on the transformers backend."""
+    from qdesk.core.models import open_model
+
+    loaded = open_model("demo", backend="hf")
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="session")
+def demo_gguf():
+    """The shipped Q4_1 GGUF on the llama.cpp backend."""
+    from qdesk.core.models import open_model
+
+    loaded = open_model("demo", backend="llamacpp")
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="session")
+def demo_gguf_path():
+    from qdesk.core.demo import demo_gguf_path
+
+    return demo_gguf_path()
