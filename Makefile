@@ -42,7 +42,7 @@ run: setup
 
 test: setup
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/ruff check qdesk kernels tests benchmarks
+	$(VENV)/bin/ruff check .
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 bench: setup

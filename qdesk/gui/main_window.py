@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
+    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -19,6 +20,7 @@ from superqt.utils import create_worker
 
 from qdesk.core.errors import QdeskError
 from qdesk.core.models import LoadedModel, open_model
+from qdesk.gui.chat_pane import ChatPane
 from qdesk.gui.model_facts_view import ModelFactsView
 
 
@@ -35,7 +37,7 @@ class MainWindow(QMainWindow):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("qdesk")
-        self.resize(760, 520)
+        self.resize(1100, 700)
         self.loaded: LoadedModel | None = None
         self._worker = None
 
@@ -46,10 +48,13 @@ class MainWindow(QMainWindow):
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.facts_view = ModelFactsView()
+        self.chat = ChatPane()
+        body = QHBoxLayout()
+        body.addWidget(self.facts_view, 0)
+        body.addWidget(self.chat, 1)
         layout.addWidget(self.status)
         layout.addWidget(self.progress)
-        layout.addWidget(self.facts_view)
-        layout.addStretch(1)
+        layout.addLayout(body, 1)
         self.setCentralWidget(central)
         self._relay = _ProgressRelay()
         self._relay.progressed.connect(self._on_progress)
@@ -85,6 +90,7 @@ class MainWindow(QMainWindow):
         self.facts_view.set_facts(loaded.facts)
         self.status.setText(f"Loaded {loaded.facts.name}.")
         self.setWindowTitle(f"qdesk — {loaded.facts.name}")
+        self.chat.set_model(loaded.backend)
         self.model_loaded.emit(loaded)
 
     def _on_error(self, error: Exception) -> None:

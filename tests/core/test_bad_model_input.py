@@ -144,3 +144,29 @@ def test_gguf_copy_keeps_the_original(tmp_path, demo_gguf_path):
     header = read_header(copy)
     assert header.architecture == "llama" and header.n_layers == 30
     assert copy.stat().st_size == demo_gguf_path.stat().st_size
+
+
+def test_refuses_a_model_that_does_not_fit_in_memory(monkeypatch):
+    from qdesk.core import device
+    from qdesk.core.errors import OutOfResources
+
+    # Pretend the machine has 64 MiB free: the 135M-parameter demo needs more.
+    monkeypatch.setattr(device, "available_memory_bytes", lambda _device: 64 * 2**20)
+    with pytest.raises(OutOfResources, match=r"needs about .* GiB of cpu memory to load; 0.06 GiB is free"):
+        open_model("demo")
+    with pytest.raises(OutOfResources, match="needs about"):
+        open_model("demo", backend="llamacpp")
+
+
+def test_gguf_on_the_transformers_backend_is_dequantized_once(tmp_path, monkeypatch, demo_gguf_path):
+    monkeypatch.setenv("QDESK_DATA_DIR", str(tmp_path))
+    loaded = open_model(str(demo_gguf_path), backend="hf")
+    try:
+        q_proj = loaded.model.model.layers[0].self_attn.q_proj
+        assert type(q_proj).__name__ == "Linear"  # plain dense weights, not a GGUF module
+        assert loaded.facts.backend == "hf" and loaded.facts.source == "gguf"
+        (folder,) = (tmp_path / "converted").iterdir()
+        assert (folder / "model.safetensors").is_file()
+        assert not [p for p in (tmp_path / "converted").iterdir() if p.name.startswith(".")]
+    finally:
+        loaded.close()

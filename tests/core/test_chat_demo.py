@@ -151,3 +151,30 @@ def test_llamacpp_matches_the_dense_model_on_a_prefix(demo_hf, demo_gguf):
     assert kld < 0.05
     last = demo_gguf.backend.prefill(ids)
     np.testing.assert_allclose(last, b[-1], atol=1e-3)
+
+
+def test_cancel_from_another_thread(demo_hf):
+    import queue
+
+    backend = demo_hf.backend
+    ids = backend.tokenizer.encode_chat([{"role": "user", "content": "Count to one hundred."}])
+    cancel = threading.Event()
+    events: queue.Queue = queue.Queue()
+
+    def consume():
+        for event in generate_steps(backend, ids, SamplingConfig(max_new_tokens=200), cancel):
+            events.put(event)
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    first = events.get(timeout=60)
+    assert isinstance(first, TokenEvent)
+    cancel.set()
+    worker.join(timeout=60)
+    seen = [first]
+    while not events.empty():
+        seen.append(events.get())
+    done = seen[-1]
+    assert isinstance(done, ReplyDone) and done.finish_reason == "cancelled"
+    # The worker may have been one token ahead when the flag was set.
+    assert done.n_tokens <= 3

@@ -8,6 +8,7 @@ from qdesk.core.chat.stats import (
     distribution_stats,
     sampling_distribution,
     softmax,
+    token_distribution,
     top_k_sorted,
 )
 from qdesk.core.errors import BadInput
@@ -92,3 +93,16 @@ def test_sampling_config_rejects_bad_values():
                 dict(repetition_penalty=0), dict(stop=("",))]:
         with pytest.raises(BadInput):
             SamplingConfig(**bad)
+
+
+def test_fast_token_distribution_matches_the_float64_reference():
+    rng = np.random.default_rng(3)
+    for scale in (0.1, 1.0, 5.0, 30.0):
+        z = (rng.normal(size=49152) * scale).astype(np.float32)
+        fast, probs = token_distribution(z, 5)
+        ref = distribution_stats(softmax(z), 5)
+        assert fast.top_ids == ref.top_ids
+        np.testing.assert_allclose(fast.top_probs, ref.top_probs, rtol=1e-5, atol=1e-9)
+        assert fast.margin == pytest.approx(ref.margin, rel=1e-5, abs=1e-9)
+        assert fast.entropy == pytest.approx(ref.entropy, rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(probs, softmax(z), atol=1e-7)

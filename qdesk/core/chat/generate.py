@@ -18,9 +18,8 @@ from qdesk.core.chat.backends import LogitsBackend
 from qdesk.core.chat.events import ReplyDone, SamplingConfig, TokenEvent
 from qdesk.core.chat.stats import (
     apply_repetition_penalty,
-    distribution_stats,
     sampling_distribution,
-    softmax,
+    token_distribution,
 )
 from qdesk.core.errors import BadInput
 
@@ -105,8 +104,7 @@ def generate_steps(
     t_first = t_last = None
     finish = "length"
     for i in range(max_new):
-        probs = softmax(logits)
-        stats = distribution_stats(probs, sampling.stats_top_k)
+        stats, probs = token_distribution(logits, sampling.stats_top_k)
         token, p_sampled = choose_token(logits, sampling, rng, history)
         generated.append(token)
         history = np.append(history, token)
