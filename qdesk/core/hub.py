@@ -30,12 +30,13 @@ def _progress_class(progress: Callable[[str, int, int], None] | None):
         def __init__(self, *args, **kwargs):
             kwargs["disable"] = True  # no terminal bar; the caller shows progress
             super().__init__(*args, **kwargs)
+            self.done_bytes = 0  # a disabled tqdm does not count, so count here
 
         def update(self, n=1):
-            out = super().update(n)
+            self.done_bytes += int(n or 0)
             if progress is not None:
-                progress("download", int(self.n), int(self.total or 0))
-            return out
+                progress("download", self.done_bytes, int(self.total or 0))
+            return super().update(n)
 
     return ReportingTqdm
 
