@@ -25,16 +25,24 @@ def _progress_class(progress: Callable[[str, int, int], None] | None):
     from tqdm.auto import tqdm
 
     class ReportingTqdm(tqdm):
-        """Forwards the aggregate byte counter to the caller's progress function."""
+        """Forwards the aggregate byte counter to the caller's progress function.
+
+        snapshot_download makes three bars of this class: files fetched (unit
+        "it"), bytes received ("Downloading bytes", xet transfers only) and
+        bytes written, which every download path updates: that one is reported.
+        """
 
         def __init__(self, *args, **kwargs):
             kwargs["disable"] = True  # no terminal bar; the caller shows progress
             super().__init__(*args, **kwargs)
             self.done_bytes = 0  # a disabled tqdm does not count, so count here
+            self.reports = kwargs.get("unit") == "B" and "Downloading bytes" not in str(
+                kwargs.get("desc", "")
+            )
 
         def update(self, n=1):
             self.done_bytes += int(n or 0)
-            if progress is not None:
+            if progress is not None and self.reports:
                 progress("download", self.done_bytes, int(self.total or 0))
             return super().update(n)
 
