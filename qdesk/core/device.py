@@ -74,6 +74,14 @@ def choose_placement(shape: DecodeShape, dtype: str | None = None) -> Placement:
     # Which is faster depends on the CPU (fast bf16 instructions or not) and on
     # the shapes (small products favour float32, a large output head bf16), so
     # time the model's own decode-step products in both and take the faster.
+    # The verdict is kept on disk per CPU, torch version and shape: the same
+    # model then runs in the same dtype every time (a busy moment during a
+    # later measurement must not change the user's results).
+    key = f"{_cpu_name()}|torch {_torch_version()}|{shape}"
+    cache = _read_dtype_cache()
+    if key in cache:
+        chosen, reason = cache[key]["dtype"], cache[key]["reason"]
+        return Placement("cpu", chosen, reason + " (kept from the first load)")
     bf16 = decode_step_seconds("bfloat16", shape)
     f32 = decode_step_seconds("float32", shape)
     chosen = "bfloat16" if bf16 <= f32 else "float32"
@@ -82,7 +90,55 @@ def choose_placement(shape: DecodeShape, dtype: str | None = None) -> Placement:
         f"{f32 * 1e3:.1f} ms in float32"
     )
     log.info(reason)
+    cache[key] = {"dtype": chosen, "reason": reason}
+    _write_dtype_cache(cache)
     return Placement("cpu", chosen, reason)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def _dtype_cache_path():
+    from qdesk.core.paths import data_dir
+
+    return data_dir() / "cpu_dtype.json"
+
+
+def _read_dtype_cache() -> dict:
+    import json
+
+    try:
+        data = json.loads(_dtype_cache_path().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_dtype_cache(cache: dict) -> None:
+    import json
+
+    from qdesk.core.atomic import write_text_atomic
+
+    try:
+        write_text_atomic(_dtype_cache_path(), json.dumps(cache, indent=1))
+    except OSError as e:  # a read-only data folder only costs a re-measurement
+        log.info("cannot keep the dtype choice: %s", e)
 
 
 def available_memory_bytes(device: str) -> int:
