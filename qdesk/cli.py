@@ -52,10 +52,32 @@ def _backends_for(models: Sequence[str], spec: str) -> list[str]:
     return parts
 
 
+def _add_load_options(p: argparse.ArgumentParser, backend_help: str) -> None:
+    p.add_argument("--backend", default="auto", help=backend_help)
+    p.add_argument(
+        "--dtype", choices=("bfloat16", "float32", "float16"), default=None,
+        help="transformers backend: compute dtype (default: bf16 on CUDA, the faster on the CPU)",
+    )
+    p.add_argument("--n-ctx", type=int, default=None, help="llama.cpp backend: context size")
+    p.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="run Python code shipped with the model (only for models you trust)",
+    )
+
+
+def _load_options(args) -> dict:
+    if args.n_ctx is not None and args.n_ctx < 16:
+        raise BadInput(f"--n-ctx must be at least 16, got {args.n_ctx}")
+    return {
+        "backend": args.backend, "dtype": args.dtype, "n_ctx": args.n_ctx,
+        "trust_remote_code": args.trust_remote_code,
+    }
+
+
 def cmd_info(args) -> int:
     from qdesk.core.models import open_model
 
-    loaded = open_model(args.model, backend=args.backend, progress=_progress_to_stderr)
+    loaded = open_model(args.model, progress=_progress_to_stderr, **_load_options(args))
     facts = loaded.facts
     if args.json:
         print(json.dumps(facts.to_json(), indent=2))
@@ -90,8 +112,11 @@ def cmd_chat(args) -> int:
     )
     refs = [resolve(m) for m in args.models]  # every argument checked before any load
     backends = _backends_for(args.models, args.backend)
+    options = _load_options(args)
+    options.pop("backend")
     loaded = [
-        open_model(ref, backend=b, progress=_progress_to_stderr) for ref, b in zip(refs, backends)
+        open_model(ref, backend=b, progress=_progress_to_stderr, **options)
+        for ref, b in zip(refs, backends)
     ]
     session = ChatSession([m.backend for m in loaded], sampling, system=args.system)
     tokens: dict[int, list] = {i: [] for i in range(len(loaded))}
@@ -142,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="what a model is and what loading it takes")
     i.add_argument("model")
-    i.add_argument("--backend", default="auto", help="auto, hf or llamacpp")
+    _add_load_options(i, "auto, hf or llamacpp")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
@@ -157,10 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--max-new-tokens", type=int, default=256)
     c.add_argument("--stop", action="append", help="a stop string (repeatable)")
-    c.add_argument(
-        "--backend", default="auto",
-        help="auto, hf or llamacpp; one for all models or a comma list, one per model",
-    )
+    _add_load_options(c, "auto, hf or llamacpp; one for all models or a comma list, one per model")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_chat)
     return p

@@ -91,3 +91,13 @@ def test_console_script_runs_as_a_process():
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "qdesk: error: /does/not/exist: no such file or folder"
+
+
+def test_load_options(capsys, demo_gguf_path):
+    assert main(["info", "demo", "--dtype", "bfloat16", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert (facts["dtype"], facts["dtype_reason"]) == ("bfloat16", "as asked")
+    assert main(["info", str(demo_gguf_path), "--n-ctx", "64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["context_length"] == 64
+    assert main(["info", "demo", "--n-ctx", "3"]) == 2
+    assert "--n-ctx must be at least 16" in _one_error_line(capsys)
