@@ -13,7 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 
+from qdesk.cli_compare import add_compare_parser
+from qdesk.cli_quantize import add_quantize_parser
 from qdesk.core.errors import BadInput, Cancelled, OutOfResources, QdeskError
+from qdesk.core.threads import configure_openmp
+
+configure_openmp()  # before torch or llama.cpp start their thread pools
 
 log = logging.getLogger("qdesk")
 
@@ -185,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_options(c, "auto, hf or llamacpp; one for all models or a comma list, one per model")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_chat)
+
+    add_quantize_parser(sub)
+    add_compare_parser(sub)
     return p
 
 

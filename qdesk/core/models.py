@@ -241,8 +241,12 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
     )
     placement = choose_placement(shape, dtype)
     n_params = sum(_numel(r["shape"]) for r in records.values())
+    if ref.kind == "qdesk":
+        quant, n_params = _qdesk_quantization(path, quant, n_params)
     bytes_per = 2 if placement.dtype in ("bfloat16", "float16") else 4
-    weights = sum(os.path.getsize(f) for f in files) if quant else n_params * bytes_per
+    # A qdesk checkpoint is dequantized while loading: it takes dense memory.
+    weights = (sum(os.path.getsize(f) for f in files) if quant and ref.kind != "qdesk"
+               else n_params * bytes_per)
     _check_fits(ref.display_name, int(weights * 1.15) + 256 * 2**20, placement.device)
 
     try:
@@ -285,6 +289,29 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
         quantization=quant,
     )
     return LoadedModel(HFBackend(model, chat_tok, name, n_ctx), facts, model, tokenizer)
+
+
+def _qdesk_quantization(path: Path, quant: dict, n_params: int) -> tuple[dict, int]:
+    """What a qdesk checkpoint's qdesk.json says about its quantization."""
+    try:
+        recipe = json.loads((path / "qdesk.json").read_text(encoding="utf-8"))
+        config = recipe["config"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise BadInput(f"{path / 'qdesk.json'}: not a readable qdesk recipe ({e})") from None
+    if not quant:
+        raise BadInput(f"{path}: config.json has no quantization_config")
+    summary = {
+        "format": f"compressed-tensors {quant.get('format', '')}".strip(),
+        "method": config.get("method"),
+        "bits": config.get("bits"),
+        "group_size": config.get("group_size"),
+        "symmetric": config.get("symmetric"),
+        "plan": (recipe.get("plan") or {}).get("name"),
+        "bits_per_weight": recipe.get("bits_per_weight"),
+        "calibration": recipe.get("calibration"),
+        "source": recipe.get("source"),
+    }
+    return summary, int(recipe.get("parameters") or n_params)
 
 
 def _numel(shape) -> int:

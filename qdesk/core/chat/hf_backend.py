@@ -50,6 +50,10 @@ class HFBackend(TokenCache):
         logits = self.model(input_ids=input_ids, use_cache=False).logits[0]
         return logits.float().cpu().numpy()
 
+    def fork(self) -> HFBackend:
+        """A second backend over the same weights with its own (empty) KV cache."""
+        return HFBackend(self.model, self.tokenizer, self.name, self.n_ctx)
+
     def close(self) -> None:
         self._cache = None
         self.model = None

@@ -82,6 +82,13 @@ class LlamaCppBackend(TokenCache):
         llm.n_tokens = 0
         return out
 
+    def fork(self) -> LlamaCppBackend:
+        """The same file loaded again, with its own KV cache (llama.cpp contexts
+        cannot share one model object through llama-cpp-python)."""
+        return LlamaCppBackend(
+            Path(self.llm.model_path), self.name, self.tokenizer._template, n_ctx=self.n_ctx
+        )
+
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:

@@ -1,0 +1,127 @@
+"""One frozen, validated configuration per method. Invalid values raise BadInput
+with one line naming the option."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from qdesk.core.errors import BadInput
+
+BITS = (8, 4, 3, 2)
+GROUP_SIZES = (-1, 32, 64, 128, 192, 256)  # -1: one group per output channel
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """What every method shares: integer width, group size, symmetry."""
+
+    bits: int = 4
+    group_size: int = 64
+    symmetric: bool = True
+
+    method: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        if self.bits not in BITS:
+            raise BadInput(f"bits must be one of {', '.join(map(str, BITS))}, not {self.bits}")
+        if not isinstance(self.group_size, int) or (
+            self.group_size != -1 and (self.group_size < 8 or self.group_size % 8)
+        ):
+            raise BadInput(
+                f"group size must be -1 (per channel) or a positive multiple of 8, "
+                f"not {self.group_size}"
+            )
+
+    def describe(self) -> str:
+        g = "per-channel" if self.group_size == -1 else f"g{self.group_size}"
+        return f"{self.method} {self.bits}-bit {g} {'sym' if self.symmetric else 'asym'}"
+
+    def to_json(self) -> dict:
+        return {"method": self.method, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+
+def _check_range(name: str, value: float, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise BadInput(f"{name} must lie in [{lo}, {hi}], not {value}")
+
+
+@dataclass(frozen=True)
+class RTNConfig(QuantConfig):
+    """Round to nearest; ``clip_search`` picks each group's range by error search."""
+
+    clip_search: bool = True
+    method: ClassVar[str] = "rtn"
+
+
+@dataclass(frozen=True)
+class GPTQConfig(QuantConfig):
+    """GPTQ: ``damp`` as a fraction of the Hessian's mean diagonal, column
+    ``block_size``, ``act_order`` quantizes columns in decreasing Hessian diagonal."""
+
+    damp: float = 0.01
+    block_size: int = 128
+    act_order: bool = False
+    clip_search: bool = True
+    method: ClassVar[str] = "gptq"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_range("damp", self.damp, 1e-6, 1.0)
+        if self.block_size < 1:
+            raise BadInput(f"block size must be positive, not {self.block_size}")
+
+
+@dataclass(frozen=True)
+class AWQConfig(QuantConfig):
+    """AWQ: per-input-channel scales s = mean|x|^alpha, alpha searched on a grid of
+    ``grid`` points; scales folded into the preceding norm or Linear."""
+
+    grid: int = 20
+    clip_search: bool = True
+    max_tokens: int = 4096  # calibration tokens used for the search
+    method: ClassVar[str] = "awq"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 2 <= self.grid <= 100:
+            raise BadInput(f"AWQ grid must be 2..100 points, not {self.grid}")
+
+
+@dataclass(frozen=True)
+class HQQConfig(QuantConfig):
+    """HQQ: half-quadratic optimisation of the zero (and scale) with an lp-norm
+    (p < 1) error; calibration-free. The zero is rounded to an integer at the end,
+    as the checkpoint format stores integer zeros."""
+
+    symmetric: bool = False
+    iters: int = 20
+    lp_norm: float = 0.7
+    beta: float = 10.0
+    kappa: float = 1.01
+    method: ClassVar[str] = "hqq"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.symmetric:
+            raise BadInput("HQQ optimises a zero point: it is asymmetric only (drop --sym)")
+        _check_range("lp_norm", self.lp_norm, 0.1, 2.0)
+        if not 1 <= self.iters <= 1000:
+            raise BadInput(f"HQQ iterations must be 1..1000, not {self.iters}")
+
+
+CONFIGS: dict[str, type[QuantConfig]] = {
+    c.method: c for c in (RTNConfig, GPTQConfig, AWQConfig, HQQConfig)
+}
+
+
+def make_config(method: str, **options) -> QuantConfig:
+    """The config of a method by name; unknown method or option -> BadInput."""
+    cls = CONFIGS.get(method)
+    if cls is None:
+        raise BadInput(f"unknown method '{method}' (choose {', '.join(CONFIGS)})")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise BadInput(f"{method} has no option {', '.join(unknown)}")
+    return cls(**options)

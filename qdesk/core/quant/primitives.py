@@ -1,0 +1,190 @@
+"""Affine integer quantization of a 2-D weight, grouped along the input axis.
+
+Conventions (those of compressed-tensors, so the checkpoint needs no conversion):
+- weight ``w``: (out, in); ``group_size`` divides ``in`` (``-1`` = one group per row).
+- integers are signed: ``q`` in [-2^(b-1), 2^(b-1) - 1], stored as int8.
+- ``scale``: (out, n_groups) in a 16-bit float (the storage dtype); ``zero``: int8
+  (out, n_groups) for asymmetric, ``None`` for symmetric.
+- dequantized = (q - zero) * scale computed in float32, where the product of an
+  integer |q - zero| <= 255 and a 16-bit scale is exact, then cast to the weight
+  dtype: one rounding, so it equals what compressed-tensors computes in the
+  weight's dtype (16-bit or float32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def qrange(bits: int) -> tuple[int, int]:
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def n_groups(in_features: int, group_size: int) -> int:
+    return 1 if group_size == -1 else in_features // group_size
+
+
+def _grouped(w: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(out, in) -> (out, n_groups, g) view in float32."""
+    out, inp = w.shape
+    g = inp if group_size == -1 else group_size
+    return w.float().reshape(out, inp // g, g)
+
+
+def scale_dtype_for(weight_dtype: torch.dtype) -> torch.dtype:
+    """16-bit scales: float16 for a float16 model, bfloat16 otherwise."""
+    return torch.float16 if weight_dtype == torch.float16 else torch.bfloat16
+
+
+def choose_qparams(
+    w: torch.Tensor,
+    bits: int,
+    group_size: int,
+    symmetric: bool,
+    shrink: torch.Tensor | float = 1.0,
+    scale_dtype: torch.dtype = torch.bfloat16,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Min-max scale (and integer zero) per group; ``shrink`` (scalar or
+    (out, n_groups)) narrows the range before rounding (clipping search)."""
+    qmin, qmax = qrange(bits)
+    wg = _grouped(w, group_size)
+    shrink = torch.as_tensor(shrink, dtype=torch.float32, device=w.device)
+    if symmetric:
+        # Map the largest magnitude to qmax (not qmin), so no value clips.
+        amax = wg.abs().amax(dim=-1) * shrink
+        scale = (amax / qmax).clamp_min(1e-8).to(scale_dtype)
+        return scale, None
+    lo = (wg.amin(dim=-1) * shrink).clamp_max(0.0)
+    hi = (wg.amax(dim=-1) * shrink).clamp_min(0.0)
+    scale = ((hi - lo) / (qmax - qmin)).clamp_min(1e-8).to(scale_dtype)
+    zero = torch.round(qmin - lo / scale.float()).clamp(qmin, qmax).to(torch.int8)
+    return scale, zero
+
+
+def quantize(
+    w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int, group_size: int
+) -> torch.Tensor:
+    """Round ``w`` (out, in) to int8 codes with the given per-group parameters."""
+    qmin, qmax = qrange(bits)
+    wg = _grouped(w, group_size)
+    x = wg / scale.float().unsqueeze(-1)
+    if zero is not None:
+        x = x + zero.float().unsqueeze(-1)
+    return torch.round(x).clamp(qmin, qmax).to(torch.int8).reshape(w.shape)
+
+
+def dequantize(
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor | None,
+    group_size: int,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    out, inp = q.shape
+    g = inp if group_size == -1 else group_size
+    qg = q.reshape(out, inp // g, g).float()
+    if zero is not None:
+        qg = qg - zero.float().unsqueeze(-1)
+    return (qg * scale.float().unsqueeze(-1)).reshape(q.shape).to(dtype)
+
+
+def fake_quantize(
+    w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int, group_size: int
+) -> torch.Tensor:
+    """Quantize then dequantize in float32 (for searches; not bit-equal to ``dequantize``
+    in 16-bit arithmetic)."""
+    qmin, qmax = qrange(bits)
+    wg = _grouped(w, group_size)
+    s = scale.float().unsqueeze(-1)
+    z = 0.0 if zero is None else zero.float().unsqueeze(-1)
+    return ((torch.round(wg / s + z).clamp(qmin, qmax) - z) * s).reshape(w.shape)
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """One quantized Linear weight: codes, parameters and the format facts."""
+
+    q: torch.Tensor  # int8 (out, in)
+    scale: torch.Tensor  # 16-bit float (out, n_groups)
+    zero: torch.Tensor | None  # int8 (out, n_groups) or None (symmetric)
+    bits: int
+    group_size: int  # -1 = per output channel
+
+    @property
+    def symmetric(self) -> bool:
+        return self.zero is None
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return dequantize(self.q, self.scale, self.zero, self.group_size, dtype)
+
+    def storage_bits(self) -> int:
+        """Bits on disk: codes, 16-bit scales and (asymmetric) zeros at ``bits`` each."""
+        groups = self.scale.numel()
+        per_group = 8 * self.scale.element_size() + (0 if self.zero is None else self.bits)
+        return self.q.numel() * self.bits + groups * per_group
+
+
+def mse_shrink(
+    w: torch.Tensor,
+    bits: int,
+    group_size: int,
+    symmetric: bool,
+    scale_dtype: torch.dtype,
+    grid: int = 10,
+    max_shrink: float = 0.2,
+) -> torch.Tensor:
+    """Per-group range shrink that minimises the squared rounding error |w - Q(w)|^2
+    (the clipping search of GPTQ's reference code and llm-compressor's mse observer)."""
+    wg = _grouped(w, group_size)
+    best = torch.full(wg.shape[:2], float("inf"), device=w.device)
+    best_shrink = torch.ones(wg.shape[:2], device=w.device)
+    for i in range(grid + 1):
+        p = 1.0 - max_shrink * i / grid
+        scale, zero = choose_qparams(w, bits, group_size, symmetric, p, scale_dtype)
+        x = wg / scale.float().unsqueeze(-1)
+        if zero is not None:
+            x = x + zero.float().unsqueeze(-1)
+        q = torch.round(x).clamp(*qrange(bits))
+        if zero is not None:
+            q = q - zero.float().unsqueeze(-1)
+        d = q * scale.float().unsqueeze(-1) - wg
+        err = (d * d).sum(-1)
+        better = err < best
+        best = torch.where(better, err, best)
+        best_shrink = torch.where(better, torch.full_like(best_shrink, p), best_shrink)
+    return best_shrink
+
+
+def output_shrink(
+    w: torch.Tensor,
+    bits: int,
+    group_size: int,
+    symmetric: bool,
+    scale_dtype: torch.dtype,
+    hessian: torch.Tensor,
+    grid: int = 10,
+    max_shrink: float = 0.2,
+) -> torch.Tensor:
+    """Per-group range shrink that minimises the group's share of the *output*
+    error d^T H_gg d (H = sum x x^T over calibration inputs, H_gg its diagonal
+    block for the group; cross-group terms ignored), as AWQ's clipping search
+    does with sampled outputs. w: (out, in); hessian: (in, in) float32."""
+    wg = _grouped(w, group_size)
+    out, ng, g = wg.shape
+    hb = hessian.float().reshape(ng, g, ng, g).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+    best = torch.full((out, ng), float("inf"), device=w.device)
+    best_shrink = torch.ones(out, ng, device=w.device)
+    qmin, qmax = qrange(bits)
+    for i in range(grid + 1):
+        p = 1.0 - max_shrink * i / grid
+        scale, zero = choose_qparams(w, bits, group_size, symmetric, p, scale_dtype)
+        s = scale.float().unsqueeze(-1)
+        z = 0.0 if zero is None else zero.float().unsqueeze(-1)
+        d = (torch.round(wg / s + z).clamp(qmin, qmax) - z) * s - wg
+        err = (torch.einsum("ong,ngh->onh", d, hb) * d).sum(-1)
+        better = err < best
+        best = torch.where(better, err, best)
+        best_shrink = torch.where(better, torch.full_like(best_shrink, p), best_shrink)
+    return best_shrink

@@ -1,0 +1,38 @@
+"""The real demo model, few calibration tokens: the checkpoint loads through
+qdesk (kind "qdesk") and through transformers with the in-memory model's logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from qdesk.core.quant.calibration import build_calibration
+from qdesk.core.quant.configs import make_config
+from qdesk.core.quant.events import LayerQuantized
+from qdesk.core.quant.steps import quantize_steps
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_gptq_checkpoint_round_trip(tmp_path):
+    from qdesk.core.models import open_model, resolve
+
+    loaded = open_model("demo", backend="hf")
+    calib = build_calibration("mix", loaded.hf_tokenizer, samples=5, tokens=32, seed=0)
+    out = tmp_path / "demo-gptq"
+    config = make_config("gptq", bits=4, group_size=64, symmetric=False)
+    events = list(quantize_steps(loaded, config, None, calib, output_dir=out))
+    layers = [e for e in events if isinstance(e, LayerQuantized)]
+    assert len(layers) == 30 * 7
+    assert all(0 < e.rel_error < 0.5 for e in layers)
+    assert events[-1].bits_per_weight == pytest.approx(4 + 20 / 64, abs=1e-3)
+
+    ids = loaded.hf_tokenizer("The capital of France is", return_tensors="pt").input_ids
+    mine = loaded.backend.score(ids[0].tolist())
+    assert resolve(str(out)).kind == "qdesk"
+    again = open_model(str(out), backend="hf")
+    assert again.facts.quantization["method"] == "gptq"
+    assert again.facts.quantization["bits_per_weight"] == pytest.approx(4.3125, abs=1e-3)
+    assert_close(torch.as_tensor(again.backend.score(ids[0].tolist())), torch.as_tensor(mine),
+                 rtol=0, atol=0)

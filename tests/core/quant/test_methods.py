@@ -1,0 +1,103 @@
+"""Each method does what it claims on a weight whose inputs have outlier channels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qdesk.core.quant.awq import apply_awq
+from qdesk.core.quant.configs import AWQConfig, GPTQConfig, HQQConfig, RTNConfig
+from qdesk.core.quant.methods import quantize_weight
+from qdesk.core.quant.stats import InputStats, relative_output_error
+
+
+def _problem(seed=0, out=64, inp=128, tokens=512):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out, inp, generator=g) * 0.05
+    gain = torch.ones(inp)
+    gain[:: 16] = 8.0  # a few salient channels, as real activations have
+    # correlated channels (real activations are far from white), a few of them salient
+    mix = torch.randn(32, inp, generator=g)
+    x = (torch.randn(tokens, 32, generator=g) @ mix + 0.3 * torch.randn(tokens, inp, generator=g))
+    x = x * gain
+    stats = InputStats(inp, "cpu", True, 10_000, 1)
+    stats.add(x)
+    return w, x, stats
+
+
+def _err(w, cfg, stats, x):
+    return relative_output_error(w, quantize_weight(w, cfg, stats).dequantize(), x)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_gptq_beats_rtn_on_output_error(symmetric):
+    w, x, stats = _problem()
+    rtn = _err(w, RTNConfig(bits=3, group_size=32, symmetric=symmetric), stats, x)
+    gptq = _err(w, GPTQConfig(bits=3, group_size=32, symmetric=symmetric), stats, x)
+    assert gptq < 0.9 * rtn
+
+
+def test_gptq_act_order_and_per_channel_work():
+    w, x, stats = _problem(seed=1)
+    rtn = _err(w, RTNConfig(bits=4, group_size=-1), stats, x)
+    for cfg in (GPTQConfig(bits=4, group_size=-1), GPTQConfig(bits=4, group_size=32, act_order=True)):
+        assert _err(w, cfg, stats, x) < rtn
+
+
+def test_hqq_lowers_weight_error_against_min_max():
+    w, _, _ = _problem(seed=2)
+    plain = RTNConfig(bits=3, group_size=64, symmetric=False, clip_search=False)
+    e_rtn = (quantize_weight(w, plain).dequantize() - w).abs().mean()
+    e_hqq = (quantize_weight(w, HQQConfig(bits=3, group_size=64)).dequantize() - w).abs().mean()
+    assert e_hqq < e_rtn
+
+
+def test_error_falls_with_more_bits():
+    w, x, stats = _problem(seed=3)
+    for cfg_cls in (RTNConfig, GPTQConfig):
+        errs = [_err(w, cfg_cls(bits=b, group_size=32), stats, x) for b in (2, 3, 4, 8)]
+        assert errs == sorted(errs, reverse=True)
+        assert errs[-1] < 0.01
+
+
+def test_awq_scaling_keeps_the_float_function_and_helps():
+    torch.manual_seed(0)
+    norm = torch.nn.Module()
+    norm.weight = torch.nn.Parameter(torch.ones(128))
+    layer = torch.nn.Module()
+    layer.input_layernorm = norm
+    attn = torch.nn.Module()
+    layer.self_attn = attn
+    w, x, _ = _problem(seed=4)
+    for name in ("q_proj", "k_proj", "v_proj"):
+        lin = torch.nn.Linear(128, 64, bias=False)
+        lin.weight.data.copy_(w + 0.01 * torch.randn_like(w))
+        setattr(attn, name, lin)
+    names = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
+    cfg = AWQConfig(bits=3, group_size=32, clip_search=False)
+    before = {n: layer.get_submodule(n).weight.data.clone() for n in names}
+    stats = InputStats(128, "cpu", True, 10_000, 1)
+    stats.add(x)
+    shared = {n: stats for n in names}
+    rtn_err = sum(relative_output_error(before[n], quantize_weight(
+        before[n], RTNConfig(bits=3, group_size=32, clip_search=False)).dequantize(), x)
+        for n in names)
+    chosen = apply_awq(layer, {n: cfg for n in names}, shared)
+    assert "input_layernorm" in chosen
+    s = 1.0 / norm.weight.data  # x / s reaches the Linears now
+    for n in names:  # the float function is unchanged: (x / s) (W s)^T = x W^T
+        assert torch.allclose((x / s) @ layer.get_submodule(n).weight.data.t(), x @ before[n].t(),
+                              atol=1e-3)
+    awq_err = sum(relative_output_error(before[n], (quantize_weight(
+        layer.get_submodule(n).weight.data, cfg, shared[n]).dequantize() / s), x) for n in names)
+    assert awq_err < rtn_err
+
+
+def test_output_aware_clipping_beats_weight_clipping_on_output_error():
+    from qdesk.core.quant.rtn import quantize_output_clipped
+
+    w, x, stats = _problem(seed=5)
+    cfg = AWQConfig(bits=3, group_size=32)
+    weight_clip = relative_output_error(w, quantize_weight(w, RTNConfig(bits=3, group_size=32)).dequantize(), x)
+    out_clip = relative_output_error(w, quantize_output_clipped(w, cfg, stats).dequantize(), x)
+    assert out_clip < weight_clip

@@ -1,0 +1,225 @@
+"""The job on tiny random Llama models: events, checkpoints transformers loads with
+the same logits, cancel, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from quant_helpers import calib, make_tiny
+from torch.testing import assert_close
+
+from qdesk.core.errors import BadInput
+from qdesk.core.quant.configs import make_config
+from qdesk.core.quant.events import (
+    CalibrationProgress,
+    LayerKept,
+    LayerQuantized,
+    QuantizeSummary,
+    SavingCheckpoint,
+)
+from qdesk.core.quant.plans import PRESETS, Plan, PlanRule
+from qdesk.core.quant.steps import quantize_steps, run_quantize
+
+IDS = torch.randint(0, 256, (1, 40), generator=torch.Generator().manual_seed(9))
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(IDS).logits
+
+
+def _load(path, dtype=None):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    return AutoModelForCausalLM.from_pretrained(str(path), **kwargs).eval()
+
+
+def test_events_in_order_and_nothing_saved_without_output(tmp_path):
+    model = make_tiny()
+    events = list(quantize_steps(model, make_config("rtn"), None, calib()))
+    kinds = [type(e) for e in events]
+    assert kinds[:4] == [CalibrationProgress] * 4
+    layer_events = [e for e in events if isinstance(e, LayerQuantized)]
+    assert len(layer_events) == 14 and [e.index for e in layer_events] == list(range(1, 15))
+    assert layer_events[0].name == "model.layers.0.self_attn.q_proj"
+    assert all(0 < e.rel_error < 1 and e.seconds >= 0 and e.bits == 4 for e in layer_events)
+    assert kinds[-1] is QuantizeSummary and SavingCheckpoint not in kinds
+    assert events[-1].bits_per_weight == pytest.approx(4.25)
+    assert json.dumps(events[-1].to_json())
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("method,symmetric,group", [
+    ("rtn", True, 32), ("rtn", False, -1), ("gptq", True, 64), ("gptq", False, 32),
+    ("awq", True, 32), ("hqq", False, 64),
+])
+@pytest.mark.parametrize("bits", [4, 3])
+def test_checkpoint_loads_in_transformers_with_equal_logits(tmp_path, method, symmetric, group, bits):
+    model = make_tiny(seed=bits)
+    config = make_config(method, bits=bits, group_size=group, symmetric=symmetric)
+    out = tmp_path / "q"
+    run_quantize(model, config, None, calib(), output_dir=out)
+    assert_close(_logits(_load(out)), _logits(model), rtol=0, atol=0)
+    saved = json.loads((out / "config.json").read_text())["quantization_config"]
+    weights = saved["config_groups"]["group_0"]["weights"]
+    assert saved["format"] == "pack-quantized" and weights["num_bits"] == bits
+    assert weights["symmetric"] == symmetric and weights["strategy"] == ("channel" if group == -1 else "group")
+    recipe = json.loads((out / "qdesk.json").read_text())
+    assert recipe["config"]["method"] == method and len(recipe["layers"]) == 14
+
+
+@pytest.mark.parametrize("bits", [8, 2])
+def test_eight_and_two_bits_round_trip(tmp_path, bits):
+    model = make_tiny(seed=5)
+    out = tmp_path / "q"
+    run_quantize(model, make_config("rtn", bits=bits, symmetric=False), None, calib(), output_dir=out)
+    assert_close(_logits(_load(out)), _logits(model), rtol=0, atol=0)
+
+
+def test_bfloat16_model_round_trip(tmp_path):
+    dense = tmp_path / "dense"
+    make_tiny(seed=6).save_pretrained(dense)
+    model = _load(dense, torch.bfloat16)
+    out = tmp_path / "q"
+    run_quantize(model, make_config("gptq", symmetric=False), None, calib(), output_dir=out)
+    loaded = _load(out)
+    assert loaded.dtype == torch.bfloat16
+    assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+
+
+def test_quantized_weights_live_on_the_grid():
+    model = make_tiny()
+    result = run_quantize(model, make_config("gptq", group_size=32), None, calib())
+    qw = result.records["model.layers.1.mlp.down_proj"]
+    assert qw.q.dtype == torch.int8 and int(qw.q.abs().max()) <= 8
+    w = model.get_submodule("model.layers.1.mlp.down_proj").weight.data
+    assert_close(w, qw.dequantize(w.dtype), rtol=0, atol=0)
+
+
+def test_cancel_leaves_no_files_and_restores_the_model(tmp_path):
+    model = make_tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = tmp_path / "q"
+    steps = quantize_steps(model, make_config("awq"), None, calib(), output_dir=out)
+    for event in steps:
+        if isinstance(event, LayerQuantized) and event.index == 9:  # inside layer 1
+            steps.close()
+            break
+    assert not list(tmp_path.iterdir())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_cancel_at_saving_writes_nothing(tmp_path):
+    out = tmp_path / "q"
+    steps = quantize_steps(make_tiny(), make_config("rtn"), None, calib(), output_dir=out)
+    for event in steps:
+        if isinstance(event, SavingCheckpoint):
+            steps.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_existing_output_is_refused_unless_force_and_never_user_files(tmp_path):
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(BadInput, match="exists"):
+        run_quantize(make_tiny(), make_config("rtn"), None, calib(), output_dir=out)
+    with pytest.raises(BadInput, match="not a qdesk checkpoint"):
+        run_quantize(make_tiny(), make_config("rtn"), None, calib(), output_dir=out, force=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    ck = tmp_path / "ck"
+    run_quantize(make_tiny(), make_config("rtn"), None, calib(), output_dir=ck)
+    run_quantize(make_tiny(), make_config("rtn", bits=8), None, calib(), output_dir=ck, force=True)
+    assert json.loads((ck / "qdesk.json").read_text())["config"]["bits"] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "q"]
+
+
+def test_group_size_that_does_not_divide_names_the_layer():
+    model = make_tiny(hidden_size=96, intermediate_size=192, num_attention_heads=4)
+    with pytest.raises(BadInput, match=r"model\.layers\.0\.self_attn\.q_proj"):
+        run_quantize(model, make_config("rtn", group_size=64), None, calib())
+    # the plan can fall back instead
+    plan = Plan("fallback", on_indivisible="per-channel")
+    result = run_quantize(model, make_config("rtn", group_size=64), plan, calib())
+    assert result.records["model.layers.0.self_attn.q_proj"].group_size == -1
+    assert result.records["model.layers.0.mlp.down_proj"].group_size == 64
+
+
+def test_already_quantized_model_is_refused(tmp_path):
+    out = tmp_path / "q"
+    run_quantize(make_tiny(), make_config("rtn"), None, calib(), output_dir=out)
+    with pytest.raises(BadInput, match="already quantized"):
+        run_quantize(_load(out), make_config("rtn"), None, calib())
+
+
+def test_presets_keep_what_they_say(tmp_path):
+    out = tmp_path / "q"
+    events = list(quantize_steps(make_tiny(), make_config("rtn"), PRESETS["qk-keep"], calib(),
+                                 output_dir=out))
+    kept = {e.name for e in events if isinstance(e, LayerKept)}
+    assert kept == {f"model.layers.{i}.self_attn.{p}_proj" for i in (0, 1) for p in "qk"}
+    bits = {e.name.split(".")[-1]: e.bits for e in events if isinstance(e, LayerQuantized)}
+    assert bits["v_proj"] == 8 and bits["o_proj"] == 4 and bits["down_proj"] == 4
+    saved = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert len(saved["config_groups"]) == 2
+    assert "model.layers.0.self_attn.q_proj" in saved["ignore"] and "lm_head" in saved["ignore"]
+    summary = events[-1]
+    assert summary.layers_kept == 4 and 4.25 < summary.bits_per_weight < 16
+
+
+def test_mixed_methods_in_one_plan(tmp_path):
+    plan = Plan("mixed", (PlanRule("*.mlp.*", method="hqq", bits=3),
+                          PlanRule("re:layers\\.0\\.self_attn\\.o_proj$", keep=True)))
+    out = tmp_path / "q"
+    model = make_tiny()
+    result = run_quantize(model, make_config("gptq"), plan, calib(), output_dir=out)
+    assert result.configs["model.layers.0.mlp.up_proj"].method == "hqq"
+    assert result.configs["model.layers.0.self_attn.o_proj"] is None
+    assert result.configs["model.layers.1.self_attn.o_proj"].method == "gptq"
+    assert_close(_logits(_load(out)), _logits(model), rtol=0, atol=0)
+
+
+def test_sensitivity_plan_meets_its_budget():
+    model = make_tiny()
+    plan = Plan("sensitivity", sensitivity=True, budget_bpw=3.8)
+    events = list(quantize_steps(model, make_config("rtn", bits=3), plan, calib()))
+    summary = events[-1]
+    assert 3.25 < summary.bits_per_weight <= 3.8
+    widths = {e.bits for e in events if isinstance(e, LayerQuantized)}
+    assert 3 in widths and len(widths) > 1
+    assert any(isinstance(e, CalibrationProgress) and e.stage == "sensitivity" for e in events)
+
+
+def test_keep_everything_is_refused():
+    plan = Plan("all", (PlanRule("*", keep=True),))
+    with pytest.raises(BadInput, match="nothing to quantize"):
+        run_quantize(make_tiny(), make_config("rtn"), plan, calib())
+
+
+def test_not_enough_memory_says_how_much(monkeypatch):
+    from qdesk.core import device
+    from qdesk.core.errors import OutOfResources
+
+    monkeypatch.setattr(device, "available_memory_bytes", lambda kind: 1000)
+    with pytest.raises(OutOfResources, match=r"needs about .* GiB"):
+        run_quantize(make_tiny(), make_config("gptq"), None, calib())
+
+
+def test_disk_full_is_out_of_resources_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    from qdesk.core.errors import OutOfResources
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OutOfResources, match="disk full .* MiB"):
+        run_quantize(make_tiny(), make_config("rtn"), None, calib(), output_dir=tmp_path / "q")
+    assert not list(tmp_path.iterdir())
