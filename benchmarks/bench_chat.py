@@ -82,6 +82,9 @@ def bare_steps(backend, prompt_ids, n):
 
 
 def main() -> None:
+    from qdesk.core.threads import configure_openmp
+
+    configure_openmp()  # the same thread settings as the app and the CLI
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=64)

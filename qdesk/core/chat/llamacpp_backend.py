@@ -9,6 +9,7 @@ position instead. It uses two private members of ``Llama`` (``_ctx``,
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def gpu_offload_available() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
+def decode_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class LlamaCppBackend(TokenCache):
     kind = "llamacpp"
 
@@ -46,6 +54,10 @@ class LlamaCppBackend(TokenCache):
                 n_ctx=n_ctx,
                 n_batch=512,
                 n_gpu_layers=-1 if gpu_offload_available() else 0,
+                # llama-cpp-python's default (half the CPUs) assumes two hardware
+                # threads per core; measured on a 2-vCPU machine, 2 threads decode
+                # the demo 1.7x faster than 1.
+                n_threads=decode_threads(),
                 logits_all=False,
                 verbose=False,
             )
