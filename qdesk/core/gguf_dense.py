@@ -63,6 +63,7 @@ class GGUFHeader:
     bos_token_id: int | None
     eos_token_id: int | None
     tensor_types: dict[str, str]  # GGUF tensor name -> GGML type name
+    n_parameters: int
 
     @property
     def head_dim(self) -> int:
@@ -140,6 +141,7 @@ def read_header(path: str | os.PathLike) -> GGUFHeader:
         bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id", int, required=False),
         eos_token_id=_field(reader, "tokenizer.ggml.eos_token_id", int, required=False),
         tensor_types={t.name: t.tensor_type.name for t in reader.tensors},
+        n_parameters=sum(int(t.n_elements) for t in reader.tensors),
     )
     _validate(header, reader)
     return header

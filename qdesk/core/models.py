@@ -322,8 +322,6 @@ def _numel(shape) -> int:
 
 
 def _open_llamacpp(ref: ModelRef, n_ctx: int | None) -> LoadedModel:
-    import gguf
-
     from qdesk.core.chat.llamacpp_backend import (
         DEFAULT_N_CTX,
         LlamaCppBackend,
@@ -338,8 +336,7 @@ def _open_llamacpp(ref: ModelRef, n_ctx: int | None) -> LoadedModel:
     file_bytes = os.path.getsize(ref.path)
     device = "cuda" if gpu_offload_available() else "cpu"
     _check_fits(ref.display_name, file_bytes + kv_bytes + 128 * 2**20, device)
-    reader = gguf.GGUFReader(ref.path)
-    n_params = sum(int(t.n_elements) for t in reader.tensors)
+    n_params = header.n_parameters
     types = sorted(set(header.tensor_types.values()))
     backend = LlamaCppBackend(ref.path, ref.display_name, header.chat_template, n_ctx=ctx)
     facts = ModelFacts(

@@ -4,14 +4,28 @@ import pytest
 from qdesk.core.chat.events import SamplingConfig
 from qdesk.core.chat.generate import StopStringFilter, choose_token
 from qdesk.core.chat.stats import (
+    DistributionStats,
     apply_repetition_penalty,
-    distribution_stats,
     sampling_distribution,
     softmax,
     token_distribution,
     top_k_sorted,
 )
 from qdesk.core.errors import BadInput
+
+
+def distribution_stats(probs: np.ndarray, k: int) -> DistributionStats:
+    """The direct float64 definition, the reference for the fast path."""
+    top = top_k_sorted(probs, max(k, 2))
+    top_p = probs[top]
+    nz = probs[probs > 0]
+    entropy = float(-(nz * np.log(nz)).sum())
+    return DistributionStats(
+        top_ids=tuple(int(i) for i in top[:k]),
+        top_probs=tuple(float(p) for p in top_p[:k]),
+        margin=float(top_p[0] - top_p[1]),
+        entropy=max(entropy, 0.0),
+    )
 
 
 def test_softmax_matches_direct_formula():
@@ -23,7 +37,7 @@ def test_softmax_matches_direct_formula():
 
 def test_distribution_stats_on_a_known_distribution():
     p = np.array([0.1, 0.5, 0.3, 0.1])
-    s = distribution_stats(p, k=3)
+    s, _ = token_distribution(np.log(p), k=3)
     assert s.top_ids == (1, 2, 0)  # ties broken by lower id
     assert s.top_probs == pytest.approx((0.5, 0.3, 0.1))
     assert s.margin == pytest.approx(0.2)

@@ -62,20 +62,6 @@ def token_distribution(logits: np.ndarray, k: int) -> tuple[DistributionStats, n
     return stats, probs
 
 
-def distribution_stats(probs: np.ndarray, k: int) -> DistributionStats:
-    """Statistics of an explicit probability vector (float64 reference path)."""
-    top = top_k_sorted(probs, max(k, 2))
-    top_p = probs[top]
-    nz = probs[probs > 0]
-    entropy = float(-(nz * np.log(nz)).sum())
-    return DistributionStats(
-        top_ids=tuple(int(i) for i in top[:k]),
-        top_probs=tuple(float(p) for p in top_p[:k]),
-        margin=float(top_p[0] - top_p[1]),
-        entropy=max(entropy, 0.0),
-    )
-
-
 def apply_repetition_penalty(logits: np.ndarray, history: np.ndarray, penalty: float) -> np.ndarray:
     """transformers' rule: a seen token's positive logit is divided, a negative one multiplied."""
     if penalty == 1.0 or history.size == 0:
