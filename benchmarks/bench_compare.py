@@ -5,7 +5,9 @@
    tokens/s of the whole session with agreement off (plain ChatSession) and on
    (ComparedSession), the latter both as shipped (reusing the reference pane's
    logits while the paths agree) and forced to step the scorer for every token
-   (the worst case). Runs alternate off/on and the median is reported.
+   (the worst case: the paths part at the first token), with the scorer's step
+   batched into the reference pane's own forward pass (as shipped) and alone
+   (the previous design). Runs alternate and the median is reported.
    Target (issue 4): on / off >= 0.60.
 2. ``qdesk compare``: divergence_steps over the built-in held-out text,
    WINDOWS windows of CTX tokens, reference vs the GGUF, wall time per run.
@@ -53,23 +55,28 @@ def bench_live(ref, pane, runs: int, n_tokens: int) -> None:
 
     # The end token is not suppressed; a long-story prompt keeps both panes going.
     sampling = SamplingConfig(max_new_tokens=n_tokens)
-    rates = {"off": [], "on": [], "on, scorer every token": []}
+    setups = {
+        "on, as shipped": {},
+        "on, scorer every token": {"reuse_reference": False},
+        "  same, scorer alone": {"reuse_reference": False, "batch": False},
+    }
+    rates = {"off": [], **{k: [] for k in setups}}
+    batched = {k: 0 for k in setups}
     for _ in range(runs):
         rates["off"].append(_session_rate(ChatSession([ref, pane], sampling), 2))
-        s = ComparedSession(ref, [pane], sampling, reverse=False)
-        rates["on"].append(_session_rate(s, 2))
-        s.close_scorers()
-        s = ComparedSession(ref, [pane], sampling, reverse=False, reuse_reference=False)
-        rates["on, scorer every token"].append(_session_rate(s, 2))
-        s.close_scorers()
+        for name, options in setups.items():
+            s = ComparedSession(ref, [pane], sampling, reverse=False, **options)
+            rates[name].append(_session_rate(s, 2))
+            batched[name] = s.batched_steps
+            s.close_scorers()
     off = statistics.median(rates["off"])
-    print(f"\nlive agreement, 2 panes ({ref.name} [hf] + {pane.name} [llamacpp]), "
+    print(f"\nlive agreement, 2 panes ({ref.name} [{ref.kind}] + {pane.name} [{pane.kind}]), "
           f"{n_tokens} tokens each, median of {runs}")
-    print(f"{'agreement':<26}{'tokens/s':>10}{'ratio to off':>14}   runs")
+    print(f"{'agreement':<26}{'tokens/s':>10}{'ratio to off':>14}{'batched steps':>15}   runs")
     for k, v in rates.items():
         m = statistics.median(v)
         runs_s = " ".join(f"{x:.1f}" for x in v)
-        print(f"{k:<26}{m:>10.2f}{m / off:>14.2f}   {runs_s}")
+        print(f"{k:<26}{m:>10.2f}{m / off:>14.2f}{batched.get(k, 0):>15}   {runs_s}")
 
 
 def bench_divergence(ref, pane, runs: int, windows: int, ctx: int) -> None:
@@ -129,6 +136,10 @@ def main() -> None:
         "--llama-threads", type=int, default=0,
         help="if > 0, llama.cpp's decode and batch threads for the GGUF pane (0: as loaded)",
     )
+    ap.add_argument("--pane", default="demo",
+                    help="the compared model: a reference as `qdesk chat` takes (default: demo)")
+    ap.add_argument("--pane-backend", default="llamacpp",
+                    help="its backend (default llamacpp: the demo's shipped Q4_1 GGUF)")
     ap.add_argument("--skip-live", action="store_true")
     ap.add_argument("--skip-divergence", action="store_true")
     args = ap.parse_args()
@@ -141,8 +152,8 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}")
 
     ref = open_model("demo", backend="hf")
-    pane = open_model("demo", backend="llamacpp")
-    if args.llama_threads > 0:
+    pane = open_model(args.pane, backend=args.pane_backend)
+    if args.llama_threads > 0 and pane.backend.kind == "llamacpp":
         import llama_cpp
 
         llama_cpp.llama_set_n_threads(pane.backend.llm._ctx.ctx, args.llama_threads,

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from qdesk.cli_chat import add_chat_parser
 from qdesk.cli_compare import add_compare_parser
 from qdesk.cli_quantize import add_quantize_parser
 from qdesk.core.errors import BadInput, Cancelled, OutOfResources, QdeskError
@@ -103,58 +104,6 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_chat(args) -> int:
-    from qdesk.core.chat.events import ReplyDone, SamplingConfig
-    from qdesk.core.chat.session import ChatSession, PaneDone
-    from qdesk.core.models import open_model, resolve
-
-    if not args.prompt.strip():
-        raise BadInput("the prompt is empty")
-    sampling = SamplingConfig(
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty, seed=args.seed,
-        max_new_tokens=args.max_new_tokens, stop=tuple(args.stop or ()),
-    )
-    refs = [resolve(m) for m in args.models]  # every argument checked before any load
-    backends = _backends_for(args.models, args.backend)
-    options = _load_options(args)
-    options.pop("backend")
-    loaded = [
-        open_model(ref, backend=b, progress=_progress_to_stderr, **options)
-        for ref, b in zip(refs, backends)
-    ]
-    session = ChatSession([m.backend for m in loaded], sampling, system=args.system)
-    tokens: dict[int, list] = {i: [] for i in range(len(loaded))}
-    replies: dict[int, ReplyDone] = {}
-    for event in session.send(args.prompt):
-        if isinstance(event, PaneDone):
-            replies[event.pane] = event.reply
-        else:
-            tokens[event.pane].append(event.event)
-    if args.json:
-        out = {"replies": []}
-        for i, m in enumerate(loaded):
-            r = replies[i]
-            out["replies"].append({
-                "model": m.facts.name, "backend": m.facts.backend, "text": r.text,
-                "n_tokens": r.n_tokens, "prompt_tokens": r.prompt_tokens,
-                "finish_reason": r.finish_reason,
-                "seconds": r.seconds, "decode_tokens_per_second": r.decode_tokens_per_second,
-                "tokens": [t.to_json() for t in tokens[i]],
-            })
-        print(json.dumps(out, ensure_ascii=False))
-        return 0
-    for i, m in enumerate(loaded):
-        r = replies[i]
-        print(f"== {m.facts.name} [{m.facts.backend}, {m.facts.device} {m.facts.dtype}] ==")
-        print(r.text)
-        print(
-            f"-- {r.n_tokens} tokens ({r.finish_reason}), prompt {r.prompt_tokens} tokens, "
-            f"{r.decode_tokens_per_second:.1f} tokens/s\n"
-        )
-    return 0
-
-
 def cmd_gui(args) -> int:
     from qdesk.app import run_app
 
@@ -176,20 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
-    c = sub.add_parser("chat", help="one prompt to several models, side by side")
-    c.add_argument("models", nargs="+", metavar="MODEL", help="the first is the reference")
-    c.add_argument("--prompt", required=True)
-    c.add_argument("--system", default=None)
-    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    c.add_argument("--top-p", type=float, default=1.0)
-    c.add_argument("--top-k", type=int, default=0)
-    c.add_argument("--repetition-penalty", type=float, default=1.0)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--max-new-tokens", type=int, default=256)
-    c.add_argument("--stop", action="append", help="a stop string (repeatable)")
-    _add_load_options(c, "auto, hf or llamacpp; one for all models or a comma list, one per model")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_chat)
+    add_chat_parser(sub)
 
     add_quantize_parser(sub)
     add_compare_parser(sub)

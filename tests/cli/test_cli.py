@@ -47,6 +47,30 @@ def test_chat_two_models_json(capsys):
         for t in r["tokens"]:
             assert set(t) >= {"id", "text", "top", "margin", "entropy", "p_sampled"}
             assert 0 <= t["margin"] <= 1 and len(t["top"]) == 5
+    # The second model is scored by the first (the reference) on its own prefix.
+    assert "agreement" not in a and all("agreement" not in t for t in a["tokens"])
+    first = b["tokens"][0]["agreement"]
+    assert first["flip"] and first["ref_top_id"] == a["tokens"][0]["id"]
+    assert abs(first["ref_margin"] - a["tokens"][0]["margin"]) < 1e-3
+    assert b["agreement"]["first_divergence"] == 0
+    assert b["agreement"]["flips"] == sum(t["agreement"]["flip"] for t in b["tokens"])
+    assert b["reference_reply_scored"]["tokens"] == a["n_tokens"]
+
+
+def test_chat_plain_output_with_agreement(capsys):
+    code = main([
+        "chat", "demo", "demo", "--backend", "hf,llamacpp", "--prompt",
+        "What is the capital of France?", "--max-new-tokens", "4",
+    ])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "against the reference:" in out and "the greedy paths part at token 0" in out
+    assert "flip at token 0 'L'" in out
+    assert main([
+        "chat", "demo", "demo", "--backend", "hf,llamacpp", "--prompt", "Hi", "--no-agreement",
+        "--max-new-tokens", "2",
+    ]) == 0
+    assert "against the reference" not in capsys.readouterr().out
 
 
 def test_chat_plain_output(capsys):

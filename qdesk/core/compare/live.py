@@ -5,8 +5,14 @@ vocabulary gets its own *scorer*: a fork of the reference backend with its own
 KV cache, which follows the pane's prefix one token at a time, so each pane
 token costs one reference step. While a pane's prefix is still the reference
 pane's own prefix (same prompt ids, same tokens so far), the reference pane's
-logits for that prefix are reused and the scorer waits; it catches up with one
-batched prefill once the paths part.
+logits for that prefix are reused and the scorer waits; once the paths part it
+takes over the reference pane's cache (or catches up with one prefill).
+
+Where the backend can (transformers), the scorers' steps ride along with the
+reference pane's own decode step in one batched forward pass, which on a CPU
+costs little more than the reference step alone. Otherwise (llama.cpp, or the
+reference pane has finished) a scorer steps on its own, in a worker thread
+while the panes decode.
 
 At the end of a reply, once the reference's reply is done too, the reference's
 own reply is scored under the pane's model (the other direction), as a
@@ -74,10 +80,12 @@ ComparedEvent = ComparedToken | ComparedDone | ReverseScored | PaneNotice
 
 class _Recording:
     """A backend that remembers the logits it last returned (the ones the
-    generator is choosing the current token from)."""
+    generator is choosing the current token from). ``feed_with``, when set,
+    runs the feed instead (the reference pane's step batched with scorers)."""
 
-    def __init__(self, backend: LogitsBackend) -> None:
+    def __init__(self, backend: LogitsBackend, feed_with=None) -> None:
         self.backend = backend
+        self.feed_with = feed_with
         self.last: np.ndarray | None = None
 
     def __getattr__(self, name):
@@ -88,7 +96,7 @@ class _Recording:
         return self.last
 
     def feed(self, ids):
-        self.last = self.backend.feed(ids)
+        self.last = self.feed_with(ids) if self.feed_with else self.backend.feed(ids)
         return self.last
 
 
@@ -100,6 +108,8 @@ class _PaneState:
         self.shared = True  # the prefix so far is the reference pane's own
         self.pending: Future | None = None  # the scorer stepping ahead, in a worker thread
         self.pending_len = -1  # the prefix length it is computing
+        self.queued: int | None = None  # a token for the scorer's next batched step
+        self.ready: tuple[int, np.ndarray] | None = None  # (prefix length, its logits)
         self.values: list[Agreement] = []
         self.done: ComparedDone | None = None
 
@@ -122,6 +132,7 @@ class ComparedSession:
         reverse: bool = True,
         reuse_reference: bool = True,
         overlap: bool = True,
+        batch: bool = True,
     ) -> None:
         if not panes:
             raise BadInput("a comparison needs at least one model besides the reference")
@@ -133,7 +144,11 @@ class ComparedSession:
         # The scorer's step for the next token runs in a worker thread while the
         # panes decode (torch and llama.cpp release the GIL while computing).
         self.overlap = overlap
+        self.batch = batch  # False: scorers never join the reference pane's step (benchmarks)
         self._pool: ThreadPoolExecutor | None = None
+        self._batch = None  # the reference pane and scorers stepping together
+        self.batched_steps = 0  # scorer steps that rode along with the reference pane's
+        self._states: list[_PaneState] = []
         self.notices: list[PaneNotice] = []
         if reference is None:
             self.notices.append(PaneNotice(0, (
@@ -141,6 +156,8 @@ class ComparedSession:
                 "the other models run without agreement statistics"
             )))
         self._recorders = [_Recording(b) for b in ([reference] if reference else []) + list(panes)]
+        if reference is not None:
+            self._recorders[0].feed_with = self._feed_reference
         self._offset = 0 if reference is not None else 1  # session pane -> user pane
         self.session = ChatSession(self._recorders, sampling, system)
         self._scorers: list[LogitsBackend | None] = [None]
@@ -165,6 +182,7 @@ class ComparedSession:
         return self.session.sampling
 
     def close_scorers(self) -> None:
+        self._leave_batch()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -185,11 +203,14 @@ class ComparedSession:
                 max_workers=sum(x is not None for x in self._scorers),
                 thread_name_prefix="qdesk-scorer",
             )
+        self._states = states
         try:
             yield from self._send(prompt, cancel, states, ref_logits)
         finally:
+            self._leave_batch()
             for st in states:  # never leave a scorer running past the reply
                 self._settle(st)
+            self._states = []
 
     def _send(self, prompt, cancel, states, ref_logits) -> Iterator[ComparedEvent]:
         ref_state = states[0]
@@ -236,12 +257,18 @@ class ComparedSession:
         if st.shared and k in ref_logits:  # the reference pane computed this very prefix
             self._settle(st)
             return ref_logits[k]
+        if st.ready is not None and st.ready[0] == k:  # stepped with the reference pane
+            out, st.ready = st.ready[1], None
+            return out
+        st.queued = st.ready = None
         if st.pending is not None and st.pending_len == k:
             out = st.pending.result()
             st.pending = None
             return out
         self._settle(st)
-        return st.scorer.prefill(st.prompt + st.tokens)  # one step when it kept up
+        target = st.prompt + st.tokens
+        self._start_from_reference(st.scorer, target)
+        return st.scorer.prefill(target)  # one step when it kept up
 
     def _step_ahead(self, st: _PaneState, ref: _PaneState) -> None:
         """Start the scorer on the prefix the pane's next token will come from,
@@ -251,11 +278,68 @@ class ComparedSession:
             st.shared and self.reuse_reference and st.prompt == ref.prompt
             and ref.tokens[k - 1 : k] == st.tokens[k - 1 : k] and ref.done is None
         )
-        if self._pool is None or will_share:
+        if will_share:
             return
         self._settle(st)
+        if self._queue_for_batch(st, ref):
+            return
+        if self._pool is None:
+            return
+        self._leave_batch()  # the worker's scorer must own its cache
         st.pending_len = k
         st.pending = self._pool.submit(st.scorer.prefill, st.prompt + st.tokens)
+
+    def _queue_for_batch(self, st: _PaneState, ref: _PaneState) -> bool:
+        """Queue the pane's newest token for the scorer's step in the reference
+        pane's next (batched) feed, if the reference pane will step again and
+        the backend can batch. The scorer first holds the prefix before it."""
+        reference = self._recorders[0].backend if self.reference is not None else None
+        if not self.batch or ref.done is not None or not hasattr(reference, "can_batch_with"):
+            return False
+        before = st.prompt + st.tokens[:-1]
+        self._start_from_reference(st.scorer, before)
+        if st.scorer.tokens != before:
+            st.scorer.prefill(before)
+        if not reference.can_batch_with(st.scorer):
+            return False
+        st.queued = st.tokens[-1]
+        return True
+
+    def _start_from_reference(self, scorer: LogitsBackend, target: list[int]) -> None:
+        """Where the reference pane's cache holds more of ``target`` than the
+        scorer's (the paths parted only now), the scorer takes a copy of it
+        instead of computing that prefix again."""
+        reference = self._recorders[0].backend if self.reference is not None else None
+        if not hasattr(scorer, "copy_cache_from") or reference is None:
+            return
+        if _common_prefix(reference.tokens, target) > _common_prefix(scorer.tokens, target):
+            scorer.copy_cache_from(reference)
+
+    def _feed_reference(self, ids):
+        """The reference pane's own step, with every queued scorer step in the
+        same forward pass."""
+        reference = self._recorders[0].backend
+        rows = [st for st in self._states[1:] if st.queued is not None]
+        if len(ids) != 1 or not rows:
+            self._leave_batch()
+            return reference.feed(ids)
+        from qdesk.core.chat.hf_backend import HFBatch
+
+        members = [reference] + [st.scorer for st in rows]
+        if self._batch is None or self._batch.members != members:
+            self._leave_batch()
+            self._batch = HFBatch(members)
+        logits = self._batch.step([ids[0]] + [st.queued for st in rows])
+        for st, out in zip(rows, logits[1:]):
+            st.ready = (len(st.tokens), out)
+            st.queued = None
+        self.batched_steps += len(rows)
+        return logits[0]
+
+    def _leave_batch(self) -> None:
+        if self._batch is not None:
+            self._batch.leave()
+            self._batch = None
 
     @staticmethod
     def _settle(st: _PaneState) -> None:
@@ -297,6 +381,15 @@ class ComparedSession:
             yield ReverseScored(i, summarize(
                 stats, model=pane_backend.name, reference=self.reference.name, windows=1
             ))
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def open_compared_session(

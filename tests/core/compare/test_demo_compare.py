@@ -96,3 +96,36 @@ def test_a_llama_cpp_reference_forks_into_its_own_cache(demo_gguf):
         assert fork.tokenizer.fingerprint() == demo_gguf.backend.tokenizer.fingerprint()
     finally:
         fork.close()
+
+
+def _agreements(session, prompts):
+    out = []
+    for prompt in prompts:
+        out.append([e for e in session.send(prompt) if isinstance(e, ComparedToken) and e.pane == 1])
+    return out
+
+
+def test_scorer_steps_batched_with_the_reference_give_the_same_figures(demo_hf, demo_gguf):
+    # Forced to score every token; the second turn's histories differ (the
+    # panes answered differently), so the batch pads the shorter row.
+    prompts = ["What is the capital of France?", "And of Italy?"]
+    runs = {}
+    for batch in (False, True):
+        # llama.cpp's logits for a prefix depend on how it was fed (one prefill,
+        # or a reused cache plus one token: top-1 p 0.143 vs 0.151 here), so
+        # both runs start from empty caches.
+        demo_hf.backend.reset()
+        demo_gguf.backend.reset()
+        s = ComparedSession(demo_hf.backend, [demo_gguf.backend], SamplingConfig(max_new_tokens=8),
+                            reverse=False, reuse_reference=False, batch=batch)
+        runs[batch] = (_agreements(s, prompts), s)
+        s.close_scorers()
+    assert runs[False][1].batched_steps == 0
+    assert runs[True][1].batched_steps >= 2 * (8 - 1) - 2  # all but the turns' first tokens
+    for alone, batched in zip(runs[False][0], runs[True][0]):
+        assert [e.event.token_id for e in alone] == [e.event.token_id for e in batched]
+        for a, b in zip(alone, batched):
+            assert a.agreement.flip == b.agreement.flip
+            assert a.agreement.ref_top_id == b.agreement.ref_top_id
+            assert b.agreement.kld == pytest.approx(a.agreement.kld, rel=1e-2, abs=1e-4)
+            assert b.agreement.ref_margin == pytest.approx(a.agreement.ref_margin, abs=1e-4)
