@@ -129,3 +129,19 @@ def test_scorer_steps_batched_with_the_reference_give_the_same_figures(demo_hf, 
             assert a.agreement.ref_top_id == b.agreement.ref_top_id
             assert b.agreement.kld == pytest.approx(a.agreement.kld, rel=1e-2, abs=1e-4)
             assert b.agreement.ref_margin == pytest.approx(a.agreement.ref_margin, abs=1e-4)
+
+
+def test_two_scorers_ride_along_in_one_batch(demo_hf, demo_gguf):
+    # Pane 2 holds the reference's own weights: its scorer, batched with the
+    # reference pane and pane 1's scorer, must find (almost) nothing to report.
+    same = demo_hf.backend.fork()
+    demo_gguf.backend.reset()
+    s = ComparedSession(demo_hf.backend, [demo_gguf.backend, same],
+                        SamplingConfig(max_new_tokens=6), reverse=False, reuse_reference=False)
+    events = list(s.send("What is the capital of France?"))
+    s.close_scorers()
+    assert s.batched_steps == 2 * (6 - 1)
+    same_pane = [e.agreement for e in events if isinstance(e, ComparedToken) and e.pane == 2]
+    assert len(same_pane) == 6
+    assert all(not a.flip and a.kld < 1e-4 and abs(a.dp) < 1e-3 for a in same_pane)
+    assert [e.agreement.flip for e in events if isinstance(e, ComparedToken) and e.pane == 1][0]
