@@ -21,6 +21,18 @@ def test_compare_text_json(capsys):
     assert set(r["kld_percentiles"]) >= {"Maximum", "99.9%", "Median", "0.1%", "Minimum"}
     assert len(r["flip_bins"]) == 6 and r["tokens"] == 2 * 31
     assert data["skipped"] == []
+    assert [m["backend"] for m in data["loaded"]] == ["hf", "llamacpp"]
+
+
+def test_compare_reference_dtype_is_chosen_and_recorded(capsys):
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        assert main(["compare", "demo", "demo", "--backend", "hf", "--dtype", dtype, "--text",
+                     "heldout-en", "--ctx", "32", "--chunks", "1", "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["loaded"][0]["dtype"] == dtype and data["loaded"][0]["role"] == "reference"
+        runs[dtype] = data["reports"][0]["ppl_base"]
+    assert runs["float32"] != runs["bfloat16"]  # the dtype reaches the computation
 
 
 def test_compare_text_prints_llama_style_table(capsys):
