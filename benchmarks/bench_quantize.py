@@ -19,6 +19,12 @@ flagged: an integer zero does not coincide with that grid exactly (measured: RTN
 4-bit g32 asym 0.20 / 0.37 KLD en / zh, not ~0), but they still say little about
 a method. Compare methods at group 64.
 
+Rows that differ only in a choice inside one method: ``rtnmm`` (plain min-max)
+against ``rtnclip`` (each group's range narrowed to the least squared weight
+error; ``rtn`` is qdesk's default: the search for symmetric, min-max for
+asymmetric, see ``RTNConfig``); ``hqq`` (integer zero, packed, bits + 16 per group) against
+``hqqfz`` (16-bit float zero as the hqq library stores it, bits + 32 per group).
+
     .venv/bin/python benchmarks/bench_quantize.py                    # the full table
     .venv/bin/python benchmarks/bench_quantize.py --schemes rtn-sym,gptq-asym --bits 4 \\
         --groups 64 --calib-samples 32 --windows 8                   # a quick look
@@ -41,7 +47,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-SCHEMES = ("rtn-sym", "rtn-asym", "gptq-sym", "gptq-asym", "awq-sym", "hqq-asym")
+# name -> (method, symmetric, extra config options, what the row is)
+SCHEMES: dict[str, tuple[str, bool, dict, str]] = {
+    "rtn-sym": ("rtn", True, {}, "RTN default (sym: + range search)"),
+    "rtn-asym": ("rtn", False, {}, "RTN default (asym: min-max)"),
+    "rtnmm-sym": ("rtn", True, {"clip_search": False}, "RTN min-max (plain)"),
+    "rtnmm-asym": ("rtn", False, {"clip_search": False}, "RTN min-max (plain)"),
+    "rtnclip-sym": ("rtn", True, {"clip_search": True}, "RTN + range search (weight MSE)"),
+    "rtnclip-asym": ("rtn", False, {"clip_search": True}, "RTN + range search (weight MSE)"),
+    "gptq-sym": ("gptq", True, {}, ""),
+    "gptq-asym": ("gptq", False, {}, ""),
+    "awq-sym": ("awq", True, {}, ""),
+    "hqq-asym": ("hqq", False, {}, "HQQ integer zero (packed)"),
+    "hqqfz-asym": ("hqq", False, {"zero": "float"}, "HQQ float zero (hqq's format)"),
+}
 
 
 class PeakRSS:
@@ -94,7 +113,7 @@ def _pooled(a, b, key: str) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--schemes", default=",".join(SCHEMES))
+    p.add_argument("--schemes", default=",".join(SCHEMES), help=f"of {', '.join(SCHEMES)}")
     p.add_argument("--bits", default="8,4,3,2")
     p.add_argument("--groups", default="64,32")
     p.add_argument("--calib", default="mix", help="calibration set (mix = qdesk's default)")
@@ -104,6 +123,9 @@ def main(argv=None) -> int:
     p.add_argument("--windows", type=int, default=16, help="windows per text (llama.cpp --chunks)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
+    unknown = sorted(set(args.schemes.split(",")) - set(SCHEMES))
+    if unknown:
+        p.error(f"unknown scheme {', '.join(unknown)} (choose from {', '.join(SCHEMES)})")
 
     from qdesk.core.chat.hf_backend import HFBackend
     from qdesk.core.compare.divergence import divergence_report
@@ -128,15 +150,16 @@ def main(argv=None) -> int:
           f"ctx {args.ctx}, {args.windows} windows per text; KLD = mean KL divergence "
           f"to the dense model", file=sys.stderr)
     header = ("| method | bits | group | bpw | time s | peak RSS MiB | KLD code | KLD en | "
-              "KLD zh | Same top p en+zh | PPL en+zh (dense) | note |")
+              "KLD zh | KLD (en+zh)/2 | Same top p en+zh | PPL en+zh (dense) | note |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     rows = []
     for group in [int(g) for g in args.groups.split(",")]:
         for bits in [int(b) for b in args.bits.split(",")]:
             for scheme in args.schemes.split(","):
-                method, sym = scheme.split("-")
-                config = make_config(method, bits=bits, group_size=group, symmetric=sym == "sym")
+                method, symmetric, options, what = SCHEMES[scheme]
+                config = make_config(method, bits=bits, group_size=group, symmetric=symmetric,
+                                     **options)
                 model = copy.deepcopy(ref.model)
                 with PeakRSS() as mem:
                     t0 = time.perf_counter()
@@ -150,6 +173,8 @@ def main(argv=None) -> int:
                 w = en.tokens + zh.tokens
                 same = (en.same_top_p * en.tokens + zh.same_top_p * zh.tokens) / w
                 grid = group == 32 and bits == 4
+                notes = [what] + (["g32 = the demo's own Q4_1 grid size: not a method comparison"]
+                                  if grid else [])
                 row = {
                     "method": scheme, "bits": bits, "group": group,
                     "bpw": result.summary.bits_per_weight, "seconds": round(seconds, 1),
@@ -158,13 +183,13 @@ def main(argv=None) -> int:
                     "kld_zh": zh.mean_kld, "same_top_p": same,
                     "ppl": _pooled(en, zh, "ppl_q"), "ppl_dense": _pooled(en, zh, "ppl_base"),
                     "mean_rel_error": result.summary.mean_rel_error,
-                    "note": "g32 = the demo's own Q4_1 grid size: not a method comparison"
-                    if grid else "",
+                    "kld_en_zh": (en.mean_kld + zh.mean_kld) / 2,
+                    "note": "; ".join(n for n in notes if n),
                 }
                 rows.append(row)
                 print(f"| {scheme} | {bits} | {group} | {row['bpw']:.3f} | {row['seconds']:.1f} | "
                       f"{row['peak_rss_mib']} | {row['kld_code']:.4f} | {row['kld_en']:.4f} | "
-                      f"{row['kld_zh']:.4f} | {100 * same:.1f}% | {row['ppl']:.2f} "
+                      f"{row['kld_zh']:.4f} | {row['kld_en_zh']:.4f} | {100 * same:.1f}% | {row['ppl']:.2f} "
                       f"({row['ppl_dense']:.2f}) | {row['note']} |", flush=True)
                 del model, backend
     if args.json:

@@ -32,6 +32,14 @@ def add_quantize_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--group-size", type=_group_size, default=64,
                    help="32, 64, 128, ... or -1 / channel for one group per output row")
     q.add_argument("--asym", action="store_true", help="integer zero point (HQQ always)")
+    q.add_argument("--hqq-zero", choices=("int", "float"), default="int",
+                   help="HQQ's zero point: int (packed checkpoint, bits + 16 per group) or "
+                        "float (16-bit like the scale, bits + 32 per group; the checkpoint "
+                        "stores codes unpacked as int8, about twice the file size)")
+    q.add_argument("--clip-search", action=argparse.BooleanOptionalAction, default=None,
+                   help="RTN: narrow each group's range to the least squared weight error, or "
+                        "not (plain min-max); default: on for symmetric, off for --asym, "
+                        "whichever measured better")
     q.add_argument("--plan", default="uniform",
                    help="uniform, attn-keep, mlp-keep, qk-keep, sensitivity, or a .yaml/.json file")
     q.add_argument("--budget-bpw", type=float, default=None,
@@ -76,6 +84,21 @@ def _line(event) -> str | None:
     return None
 
 
+def _method_options(args) -> dict:
+    """Options that belong to one method; asking them of another is bad input
+    (a silently ignored flag would leave the user thinking it took effect)."""
+    options = {}
+    if args.hqq_zero != "int":
+        if args.method != "hqq":
+            raise BadInput(f"--hqq-zero applies to --method hqq, not {args.method}")
+        options["zero"] = args.hqq_zero
+    if args.clip_search is not None:
+        if args.method != "rtn":
+            raise BadInput(f"--clip-search applies to --method rtn, not {args.method}")
+        options["clip_search"] = args.clip_search
+    return options
+
+
 def cmd_quantize(args) -> int:
     from pathlib import Path
 
@@ -90,7 +113,7 @@ def cmd_quantize(args) -> int:
         raise BadInput(f"unknown method '{args.method}' (choose {', '.join(METHODS)})")
     symmetric = not args.asym and args.method != "hqq"
     config = make_config(args.method, bits=args.bits, group_size=args.group_size,
-                         symmetric=symmetric)
+                         symmetric=symmetric, **_method_options(args))
     plan = load_plan(args.plan, args.budget_bpw)
     out = Path(args.output).expanduser()
     check_output_dir(out, args.force)  # before the minutes of loading and calibrating

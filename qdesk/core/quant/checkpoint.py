@@ -11,8 +11,14 @@ the recipe. The folder is written under a temporary name and renamed at the end.
 Where the loaders fall short (transformers 5.23 + compressed-tensors 0.20), the
 writer adapts so that ``AutoModelForCausalLM.from_pretrained(dir)`` always works:
 a uniform asymmetric checkpoint asks transformers to dequantize while loading;
-the asymmetric groups of a mixed checkpoint are ``naive-quantized`` (int8 codes,
-unpacked). See ``_naive``.
+the asymmetric groups of a mixed checkpoint, and float zero points (HQQ's), are
+``naive-quantized`` (int8 codes, unpacked). See ``_naive``.
+
+Tensors left unquantized (embedding, norms, output head) are stored in the
+narrowest float dtype that holds their values exactly (bfloat16 for a bfloat16
+model computed in float32), so the file is not twice the original's size;
+``config.json`` keeps the in-memory dtype, so a plain ``from_pretrained`` widens
+them back and computes what qdesk computed.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ def check_output_dir(path: Path, force: bool) -> None:
 
 
 def weights_config(qw: QuantizedWeight) -> dict:
-    return {
+    config = {
         "num_bits": qw.bits,
         "type": "int",
         "symmetric": qw.symmetric,
@@ -61,6 +67,9 @@ def weights_config(qw: QuantizedWeight) -> dict:
         "observer": None,
         "block_structure": None,
     }
+    if qw.float_zero:
+        config["zp_dtype"] = str(qw.zero.dtype)  # e.g. "torch.bfloat16"
+    return config
 
 
 def _schemes(records: dict[str, QuantizedWeight]) -> list[tuple[dict, list[str]]]:
@@ -71,13 +80,20 @@ def _schemes(records: dict[str, QuantizedWeight]) -> list[tuple[dict, list[str]]
 
 
 def _naive(weights: dict, uniform: bool) -> bool:
-    """Asymmetric groups of a mixed checkpoint are stored unpacked (int8 codes).
+    """Asymmetric groups of a mixed checkpoint, and float zero points, are stored
+    unpacked (int8 codes).
 
     Why: transformers 5 + compressed-tensors 0.20 load packed zero points only on
     their dequantize-while-loading route, and that route applies one scheme to
     every module; the other route handles mixed schemes but expects zero points
-    unpacked. A uniform checkpoint is always pack-quantized."""
-    return not uniform and not weights["symmetric"]
+    unpacked. A float zero cannot be packed at all: ``pack-quantized`` unpacks
+    every asymmetric zero point from int32 on both routes ("ValueError: Expected
+    torch.int32 but got torch.float32, Aborting unpack."), while
+    ``naive-quantized`` loads a ``zp_dtype`` float zero and computes
+    (q - zero) * scale. Other integer checkpoints are pack-quantized."""
+    if weights["symmetric"]:
+        return False
+    return not uniform or "zp_dtype" in weights
 
 
 def quantization_config(records: dict[str, QuantizedWeight], linear_names: list[str]) -> dict:
@@ -115,7 +131,9 @@ def quantization_config(records: dict[str, QuantizedWeight], linear_names: list[
 
 def compressed_state_dict(model, records: dict[str, QuantizedWeight]) -> dict[str, torch.Tensor]:
     """Scales are stored in the model's dtype: a float32 model's file holds its
-    bfloat16 scales exactly, widened, so every loader computes the same product."""
+    bfloat16 scales exactly, widened, so every loader computes the same product
+    (a bfloat16 scale would make compressed-tensors round (q - zero) * scale to
+    bfloat16). Integer zeros are packed; float zeros keep their 16-bit dtype."""
     state = {}
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     uniform = len(_schemes(records)) == 1
@@ -135,8 +153,21 @@ def compressed_state_dict(model, records: dict[str, QuantizedWeight]) -> dict[st
                 state[f"{module}.weight_zero_point"] = pack_int32(qw.zero.cpu(), qw.bits, 0)
             state[f"{module}.weight_shape"] = torch.tensor(list(qw.q.shape), dtype=torch.int64)
         else:
-            state[key] = value.detach().cpu()
+            state[key] = compact(value.detach().cpu())
     return {k: v.contiguous() for k, v in state.items()}
+
+
+def compact(value: torch.Tensor) -> torch.Tensor:
+    """A float32 tensor in the first 16-bit dtype that holds every value exactly
+    (a bfloat16 model computed in float32 has bfloat16 values), else unchanged:
+    half the bytes, nothing lost."""
+    if value.dtype != torch.float32:
+        return value
+    for dtype in (torch.bfloat16, torch.float16):
+        narrow = value.to(dtype)
+        if torch.equal(narrow.to(torch.float32), value):
+            return narrow
+    return value
 
 
 def write_checkpoint(

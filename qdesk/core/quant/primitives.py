@@ -4,11 +4,14 @@ Conventions (those of compressed-tensors, so the checkpoint needs no conversion)
 - weight ``w``: (out, in); ``group_size`` divides ``in`` (``-1`` = one group per row).
 - integers are signed: ``q`` in [-2^(b-1), 2^(b-1) - 1], stored as int8.
 - ``scale``: (out, n_groups) in a 16-bit float (the storage dtype); ``zero``: int8
-  (out, n_groups) for asymmetric, ``None`` for symmetric.
+  (out, n_groups) for asymmetric, ``None`` for symmetric, or (HQQ's float zero)
+  the same 16-bit dtype as the scale.
 - dequantized = (q - zero) * scale computed in float32, where the product of an
   integer |q - zero| <= 255 and a 16-bit scale is exact, then cast to the weight
   dtype: one rounding, so it equals what compressed-tensors computes in the
-  weight's dtype (16-bit or float32).
+  weight's dtype (16-bit or float32). A float zero makes q - zero inexact in a
+  16-bit dtype, so that case computes step by step in the weight's dtype, as
+  compressed-tensors does (``dequantize_float_zero``).
 """
 
 from __future__ import annotations
@@ -90,6 +93,18 @@ def dequantize(
     return (qg * scale.float().unsqueeze(-1)).reshape(q.shape).to(dtype)
 
 
+def dequantize_float_zero(
+    q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """(q - zero) * scale with each operation rounded to ``dtype``: compressed-tensors'
+    own order of operations, so a loader computes the very same weight. In float32
+    both steps are exact (a 16-bit zero and scale have 8-11 significant bits)."""
+    out, inp = q.shape
+    g = inp if group_size == -1 else group_size
+    qg = q.reshape(out, inp // g, g).to(dtype)
+    return ((qg - zero.to(dtype).unsqueeze(-1)) * scale.to(dtype).unsqueeze(-1)).reshape(q.shape)
+
+
 def fake_quantize(
     w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int, group_size: int
 ) -> torch.Tensor:
@@ -108,7 +123,7 @@ class QuantizedWeight:
 
     q: torch.Tensor  # int8 (out, in)
     scale: torch.Tensor  # 16-bit float (out, n_groups)
-    zero: torch.Tensor | None  # int8 (out, n_groups) or None (symmetric)
+    zero: torch.Tensor | None  # int8 or 16-bit float (out, n_groups); None (symmetric)
     bits: int
     group_size: int  # -1 = per output channel
 
@@ -116,13 +131,25 @@ class QuantizedWeight:
     def symmetric(self) -> bool:
         return self.zero is None
 
+    @property
+    def float_zero(self) -> bool:
+        return self.zero is not None and self.zero.is_floating_point()
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if self.float_zero:
+            return dequantize_float_zero(self.q, self.scale, self.zero, self.group_size, dtype)
         return dequantize(self.q, self.scale, self.zero, self.group_size, dtype)
 
+    def zero_bits(self) -> int:
+        """Bits of one zero: ``bits`` for an integer zero, 16 for a float one."""
+        if self.zero is None:
+            return 0
+        return 8 * self.zero.element_size() if self.float_zero else self.bits
+
     def storage_bits(self) -> int:
-        """Bits on disk: codes, 16-bit scales and (asymmetric) zeros at ``bits`` each."""
+        """Bits of the quantized format: codes, 16-bit scales and zeros (see zero_bits)."""
         groups = self.scale.numel()
-        per_group = 8 * self.scale.element_size() + (0 if self.zero is None else self.bits)
+        per_group = 8 * self.scale.element_size() + self.zero_bits()
         return self.q.numel() * self.bits + groups * per_group
 
 

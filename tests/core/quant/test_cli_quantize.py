@@ -57,6 +57,8 @@ def test_progress_lines_on_stderr(tiny_folder, tmp_path, capsys):
     (["--group-size", "48"], "does not divide the input width 64 of model.layers.0"),
     (["--plan", "nonsense"], "neither a preset"),
     (["--calib", "missing.txt"], "neither a built-in"),
+    (["--method", "rtn", "--hqq-zero", "float"], "--hqq-zero applies to --method hqq"),
+    (["--method", "gptq", "--clip-search"], "--clip-search applies to --method rtn"),
 ])
 def test_bad_input_exits_2_with_one_line(tiny_folder, tmp_path, capsys, args, message):
     out = tmp_path / "q"
@@ -82,3 +84,23 @@ def test_existing_output_and_quantized_model_are_refused(tiny_folder, tmp_path, 
     assert _quantize(tiny_folder, done) == 0
     assert _quantize(done, tmp_path / "again") == 2
     assert "already quantized" in capsys.readouterr().err
+
+
+def test_hqq_float_zero_checkpoint_from_the_cli(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert _quantize(tiny_folder, out, "--method", "hqq", "--hqq-zero", "float", "--json") == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["bits_per_weight"] == pytest.approx(4.5, abs=1e-4)
+    recipe = json.loads((out / "qdesk.json").read_text())
+    assert recipe["config"]["zero"] == "float"
+    assert main(["info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["quantization"]["method"] == "hqq"
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--asym", "--clip-search"], True), (["--no-clip-search"], False), (["--asym"], False),
+])
+def test_rtn_clip_search_flag_reaches_the_recipe(tiny_folder, tmp_path, flags, expected):
+    out = tmp_path / "q"
+    assert _quantize(tiny_folder, out, "--method", "rtn", *flags) == 0
+    assert json.loads((out / "qdesk.json").read_text())["config"]["clip_search"] is expected

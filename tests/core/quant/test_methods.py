@@ -44,11 +44,13 @@ def test_gptq_act_order_and_per_channel_work():
         assert _err(w, cfg, stats, x) < rtn
 
 
-def test_hqq_lowers_weight_error_against_min_max():
+@pytest.mark.parametrize("options", [{"zero": "float"}, {"zero": "int", "refit": True}])
+def test_hqq_lowers_weight_error_against_min_max(options):
     w, _, _ = _problem(seed=2)
     plain = RTNConfig(bits=3, group_size=64, symmetric=False, clip_search=False)
     e_rtn = (quantize_weight(w, plain).dequantize() - w).abs().mean()
-    e_hqq = (quantize_weight(w, HQQConfig(bits=3, group_size=64)).dequantize() - w).abs().mean()
+    hqq = HQQConfig(bits=3, group_size=64, **options)
+    e_hqq = (quantize_weight(w, hqq).dequantize() - w).abs().mean()
     assert e_hqq < e_rtn
 
 
@@ -101,3 +103,59 @@ def test_output_aware_clipping_beats_weight_clipping_on_output_error():
     weight_clip = relative_output_error(w, quantize_weight(w, RTNConfig(bits=3, group_size=32)).dequantize(), x)
     out_clip = relative_output_error(w, quantize_output_clipped(w, cfg, stats).dequantize(), x)
     assert out_clip < weight_clip
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_rtn_clip_search_lowers_weight_error_and_plain_is_min_max(symmetric):
+    from qdesk.core.quant.primitives import choose_qparams
+
+    w, _, _ = _problem(seed=4)
+    plain = quantize_weight(w, RTNConfig(bits=4, group_size=32, symmetric=symmetric,
+                                         clip_search=False))
+    scale, zero = choose_qparams(w, 4, 32, symmetric)
+    assert torch.equal(plain.scale, scale)
+    assert zero is None if symmetric else torch.equal(plain.zero, zero)
+    clipped = quantize_weight(w, RTNConfig(bits=4, group_size=32, symmetric=symmetric,
+                                           clip_search=True))
+    mse = [((qw.dequantize() - w) ** 2).sum() for qw in (plain, clipped)]
+    assert mse[1] < mse[0]
+
+
+def test_rtn_default_searches_only_when_symmetric():
+    assert RTNConfig(symmetric=True).clip_search is True
+    assert RTNConfig(symmetric=False).clip_search is False
+    assert RTNConfig(symmetric=False, clip_search=True).clip_search is True
+    assert RTNConfig(symmetric=True).to_json()["clip_search"] is True  # the recipe says what ran
+
+
+def test_hqq_float_zero_is_fractional_and_beats_its_integer_zero():
+    w, _, _ = _problem(seed=5)
+    fz = quantize_weight(w, HQQConfig(bits=3, group_size=64, zero="float"))
+    iz = quantize_weight(w, HQQConfig(bits=3, group_size=64))
+    assert fz.zero.dtype == torch.bfloat16 and iz.zero.dtype == torch.int8
+    assert not torch.equal(fz.zero.float(), fz.zero.float().round())
+    err = [(qw.dequantize() - w).abs().mean() for qw in (fz, iz)]
+    assert err[0] < err[1]
+
+
+def test_hqq_float_zero_fit_keeps_each_group_sum():
+    w, _, _ = _problem(seed=6)
+    qw = quantize_weight(w, HQQConfig(bits=3, group_size=64, zero="float"))
+    drift = (qw.dequantize() - w).reshape(64, 2, 64).sum(-1).abs()
+    plain = quantize_weight(w, HQQConfig(bits=3, group_size=64, zero="float", refit=False))
+    drift_plain = (plain.dequantize() - w).reshape(64, 2, 64).sum(-1).abs()
+    # what is left comes only from storing the zero in bfloat16: at most half its
+    # spacing (8 significant bits) times the scale, per weight
+    z, scale = qw.zero.float(), qw.scale.float()
+    half_ulp = torch.exp2(torch.floor(torch.log2(z.abs().clamp_min(2**-20))) - 8)
+    assert bool((drift <= 64 * scale * half_ulp * 1.001 + 1e-6).all())
+    assert drift.mean() < 0.25 * drift_plain.mean()
+    assert HQQConfig(zero="float").refit is True
+    assert HQQConfig(bits=4).refit is False and HQQConfig(bits=3).refit is True
+
+
+def test_hqq_zero_option_is_checked():
+    from qdesk.core.errors import BadInput
+
+    with pytest.raises(BadInput, match="HQQ zero must be one of int, float"):
+        HQQConfig(zero="half")

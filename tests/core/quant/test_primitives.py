@@ -58,3 +58,34 @@ def test_scales_are_16_bit_and_bits_are_counted():
         assert scale.dtype == torch.bfloat16
         qw = QuantizedWeight(quantize(w, scale, zero, 4, 64), scale, zero, 4, 64)
         assert qw.storage_bits() / w.numel() == pytest.approx(expected)
+
+
+def _float_zero_weight(dtype=torch.bfloat16):
+    torch.manual_seed(1)
+    w = torch.randn(8, 64)
+    scale, zero = choose_qparams(w, 4, 32, False, scale_dtype=dtype)
+    zero = (zero.float() + 0.375).to(dtype)  # a zero between two integers
+    return w, scale, zero, quantize(w, scale, zero, 4, 32)
+
+
+def test_float_zero_dequantize_matches_compressed_tensors():
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.lifecycle.forward import dequantize as ct_dequantize
+
+    _, scale, zero, q = _float_zero_weight()
+    qw = QuantizedWeight(q, scale, zero, 4, 32)
+    assert qw.float_zero
+    args = QuantizationArgs(num_bits=4, symmetric=False, strategy="group", group_size=32,
+                            zp_dtype=torch.bfloat16)
+    for dtype in (torch.bfloat16, torch.float32):  # they compute step by step in the scale's dtype
+        theirs = ct_dequantize(q, scale.to(dtype), zero, args)
+        assert_close(qw.dequantize(dtype), theirs, rtol=0, atol=0)
+    # in float32 it is the exact value (q - zero) * scale
+    exact = (q.double().reshape(8, 2, 32) - zero.double().unsqueeze(-1)) * scale.double().unsqueeze(-1)
+    assert_close(qw.dequantize(torch.float32).double(), exact.reshape(8, 64), rtol=0, atol=0)
+
+
+def test_float_zero_costs_16_bits_per_group():
+    w, scale, zero, q = _float_zero_weight()
+    qw = QuantizedWeight(q, scale, zero, 4, 32)
+    assert qw.storage_bits() / w.numel() == pytest.approx(4 + 32 / 32)

@@ -223,3 +223,58 @@ def test_disk_full_is_out_of_resources_and_leaves_nothing(tmp_path, monkeypatch)
     with pytest.raises(OutOfResources, match="disk full .* MiB"):
         run_quantize(make_tiny(), make_config("rtn"), None, calib(), output_dir=tmp_path / "q")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bits", [4, 3])
+def test_hqq_float_zero_checkpoint_loads_with_equal_logits(tmp_path, dtype, bits):
+    dense = tmp_path / "dense"
+    make_tiny(seed=bits).save_pretrained(dense)
+    model = _load(dense, dtype)  # loaded as transformers loads it (float32 rotary buffers)
+    out = tmp_path / "q"
+    result = run_quantize(model, make_config("hqq", bits=bits, zero="float"), None, calib(),
+                          output_dir=out)
+    qw = result.records["model.layers.0.mlp.up_proj"]
+    assert qw.float_zero and not torch.equal(qw.zero, qw.zero.round())  # really fractional
+    assert result.summary.bits_per_weight == pytest.approx(bits + 32 / 64)
+    loaded = _load(out, dtype)
+    assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+    saved = json.loads((out / "config.json").read_text())["quantization_config"]
+    weights = saved["config_groups"]["group_0"]["weights"]
+    assert saved["format"] == "naive-quantized" and weights["zp_dtype"] == "torch.bfloat16"
+
+
+def test_float_zero_in_a_mixed_plan_loads_with_equal_logits(tmp_path):
+    plan = Plan("mixed", (PlanRule("*.self_attn.*", method="rtn", bits=8),))
+    model = make_tiny(seed=7)
+    out = tmp_path / "q"
+    result = run_quantize(model, make_config("hqq", zero="float"), plan, calib(), output_dir=out)
+    assert result.records["model.layers.0.mlp.up_proj"].float_zero
+    assert result.records["model.layers.0.self_attn.q_proj"].zero.dtype == torch.int8
+    assert_close(_logits(_load(out)), _logits(model), rtol=0, atol=0)
+    saved = json.loads((out / "config.json").read_text())["quantization_config"]
+    groups = list(saved["config_groups"].values())
+    assert len(groups) == 2 and {g["format"] for g in groups} == {"naive-quantized"}
+    assert sorted("zp_dtype" in g["weights"] for g in groups) == [False, True]
+
+
+def test_unquantized_tensors_are_stored_in_the_narrowest_exact_dtype(tmp_path):
+    from safetensors import safe_open
+
+    dense = tmp_path / "dense"
+    make_tiny(seed=8).to(torch.bfloat16).save_pretrained(dense)
+    model = _load(dense, torch.float32)  # a bfloat16 model computed in float32
+    out = tmp_path / "q"
+    run_quantize(model, make_config("rtn"), None, calib(), output_dir=out)
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.get_slice("model.embed_tokens.weight").get_dtype() == "BF16"
+        assert f.get_slice("model.norm.weight").get_dtype() == "BF16"
+        assert f.get_slice("model.layers.0.mlp.up_proj.weight_scale").get_dtype() == "F32"
+    loaded = _load(out)  # config.json keeps float32: a plain load computes what qdesk did
+    assert loaded.dtype == torch.float32
+    assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+    # float32 values that bfloat16 cannot hold stay float32
+    out2 = tmp_path / "q2"
+    run_quantize(make_tiny(seed=8), make_config("rtn"), None, calib(), output_dir=out2)
+    with safe_open(str(out2 / "model.safetensors"), "pt") as f:
+        assert f.get_slice("model.embed_tokens.weight").get_dtype() == "F32"
