@@ -24,6 +24,21 @@ def demo_hf():
 
 
 @pytest.fixture(scope="session")
+def demo_hf32(demo_hf):
+    """The dense demo in float32 whatever this CPU prefers: for checks that two
+    ways of computing the same thing agree to float32 rounding (in bf16 the
+    rounding of a batched or incremental step differs visibly)."""
+    from qdesk.core.models import open_model
+
+    if demo_hf.facts.dtype == "float32":
+        yield demo_hf
+        return
+    loaded = open_model("demo", backend="hf", dtype="float32")
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="session")
 def demo_gguf():
     """The shipped Q4_1 GGUF on the llama.cpp backend."""
     from qdesk.core.models import open_model

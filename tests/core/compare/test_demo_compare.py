@@ -105,7 +105,7 @@ def _agreements(session, prompts):
     return out
 
 
-def test_scorer_steps_batched_with_the_reference_give_the_same_figures(demo_hf, demo_gguf):
+def test_scorer_steps_batched_with_the_reference_give_the_same_figures(demo_hf32, demo_gguf):
     # Forced to score every token; the second turn's histories differ (the
     # panes answered differently), so the batch pads the shorter row.
     prompts = ["What is the capital of France?", "And of Italy?"]
@@ -114,9 +114,9 @@ def test_scorer_steps_batched_with_the_reference_give_the_same_figures(demo_hf, 
         # llama.cpp's logits for a prefix depend on how it was fed (one prefill,
         # or a reused cache plus one token: top-1 p 0.143 vs 0.151 here), so
         # both runs start from empty caches.
-        demo_hf.backend.reset()
+        demo_hf32.backend.reset()
         demo_gguf.backend.reset()
-        s = ComparedSession(demo_hf.backend, [demo_gguf.backend], SamplingConfig(max_new_tokens=8),
+        s = ComparedSession(demo_hf32.backend, [demo_gguf.backend], SamplingConfig(max_new_tokens=8),
                             reverse=False, reuse_reference=False, batch=batch)
         runs[batch] = (_agreements(s, prompts), s)
         s.close_scorers()
@@ -131,12 +131,12 @@ def test_scorer_steps_batched_with_the_reference_give_the_same_figures(demo_hf, 
             assert b.agreement.ref_margin == pytest.approx(a.agreement.ref_margin, abs=1e-4)
 
 
-def test_two_scorers_ride_along_in_one_batch(demo_hf, demo_gguf):
+def test_two_scorers_ride_along_in_one_batch(demo_hf32, demo_gguf):
     # Pane 2 holds the reference's own weights: its scorer, batched with the
     # reference pane and pane 1's scorer, must find (almost) nothing to report.
-    same = demo_hf.backend.fork()
+    same = demo_hf32.backend.fork()
     demo_gguf.backend.reset()
-    s = ComparedSession(demo_hf.backend, [demo_gguf.backend, same],
+    s = ComparedSession(demo_hf32.backend, [demo_gguf.backend, same],
                         SamplingConfig(max_new_tokens=6), reverse=False, reuse_reference=False)
     events = list(s.send("What is the capital of France?"))
     s.close_scorers()
