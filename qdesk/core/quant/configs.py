@@ -3,7 +3,7 @@ with one line naming the option."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar
 
 from qdesk.core.errors import BadInput
@@ -20,7 +20,28 @@ class QuantConfig:
     group_size: int = 64
     symmetric: bool = True
 
+    # Settings left unset (None) that the config chose by itself from the others;
+    # ``reshaped`` chooses them again for other bits (a plan's per-layer rule).
+    auto: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
     method: ClassVar[str] = ""
+
+    def _choose(self, name: str, value) -> None:
+        """Fill the unset setting ``name`` with ``value`` and remember it was chosen."""
+        object.__setattr__(self, name, value)
+        if name not in self.auto:
+            object.__setattr__(self, "auto", (*self.auto, name))
+
+    def reshaped(self, bits: int | None = None, group_size: int | None = None) -> QuantConfig:
+        """This config at other bits or group size; what it chose by itself is
+        chosen again for the new shape, what the user set is kept."""
+        return replace(
+            self,
+            bits=self.bits if bits is None else bits,
+            group_size=self.group_size if group_size is None else group_size,
+            auto=(),
+            **{name: None for name in self.auto},
+        )
 
     def __post_init__(self) -> None:
         if self.bits not in BITS:
@@ -38,7 +59,8 @@ class QuantConfig:
         return f"{self.method} {self.bits}-bit {g} {'sym' if self.symmetric else 'asym'}"
 
     def to_json(self) -> dict:
-        return {"method": self.method, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "auto"}
+        return {"method": self.method, **values}
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:
@@ -63,11 +85,10 @@ class RTNConfig(QuantConfig):
     clip_search: bool | None = None
     method: ClassVar[str] = "rtn"
 
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.clip_search is None:
-            object.__setattr__(self, "clip_search", self.symmetric)
+            self._choose("clip_search", self.symmetric)
 
 
 @dataclass(frozen=True)
@@ -145,7 +166,7 @@ class HQQConfig(QuantConfig):
             # Measured on the demo model, g64, mean KLD en+zh: the integer zero's
             # scale refit hurts at 4 bits (0.362 against 0.352 without) and helps
             # at 3 (1.243 against 1.357); the float zero's fit helps (0.265 / 0.269).
-            object.__setattr__(self, "refit", self.zero == "float" or self.bits <= 3)
+            self._choose("refit", self.zero == "float" or self.bits <= 3)
 
 
 CONFIGS: dict[str, type[QuantConfig]] = {

@@ -56,7 +56,7 @@ class PlanRule:
         bits = self.bits if self.bits is not None else base.bits
         group = self.group_size if self.group_size is not None else base.group_size
         if self.method is None or self.method == base.method:
-            return replace(base, bits=bits, group_size=group)
+            return base.reshaped(bits, group)
         symmetric = False if self.method == "hqq" else base.symmetric
         return make_config(self.method, bits=bits, group_size=group, symmetric=symmetric)
 
@@ -90,7 +90,7 @@ class Plan:
             config = base if rule is None else rule.config_for(base)
             if config is not None and config.group_size != -1 and width % config.group_size:
                 if self.on_indivisible == "per-channel":
-                    config = replace(config, group_size=-1)
+                    config = config.reshaped(group_size=-1)
                 elif self.on_indivisible == "keep":
                     config = None
                 else:

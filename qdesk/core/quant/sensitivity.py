@@ -81,7 +81,7 @@ def sensitivity_configs(model, layers, prefix, config, plan, widths, numels, inp
         higher = [b for b in levels if b > cur.bits]
         if not higher:
             continue
-        nxt = replace(cur, bits=higher[0])
+        nxt = cur.reshaped(bits=higher[0])
         extra = _bits_cost(nxt, numels[n], widths[n]) - cost[n]
         if used + extra > budget:
             continue

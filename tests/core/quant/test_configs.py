@@ -40,3 +40,26 @@ def test_configs_are_frozen_and_registered():
     for cls in (RTNConfig, GPTQConfig, AWQConfig, HQQConfig):
         assert cls in METHODS
         assert method_for(cls(symmetric=cls is not HQQConfig)) is METHODS[cls]
+
+
+def test_a_reshaped_config_chooses_its_unset_settings_again():
+    from qdesk.core.quant.configs import HQQConfig, RTNConfig
+
+    base = HQQConfig(bits=4, group_size=64)
+    assert base.refit is False  # chosen for 4 bits
+    three = base.reshaped(bits=3)
+    assert three.bits == 3 and three.refit is True and three.group_size == 64
+    assert three.reshaped(bits=4) == base
+    user = HQQConfig(bits=4, refit=True)  # what the user set survives
+    assert user.reshaped(bits=3).refit is True and user.reshaped(bits=8).refit is True
+    assert "auto" not in base.to_json() and base.to_json()["refit"] is False
+    assert RTNConfig(symmetric=False).reshaped(group_size=-1).clip_search is False
+
+
+def test_a_plan_rule_at_other_bits_gets_that_width_s_choices():
+    from qdesk.core.quant.configs import HQQConfig
+    from qdesk.core.quant.plans import PlanRule
+
+    rule = PlanRule("*.mlp.*", bits=3)
+    assert rule.config_for(HQQConfig(bits=4)).refit is True
+    assert rule.config_for(HQQConfig(bits=4, refit=False)).refit is False
