@@ -35,6 +35,16 @@ class LogitsBackend(Protocol):
     def close(self) -> None: ...
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class TokenCache:
     """The token bookkeeping both backends share: which ids the cache holds."""
 
@@ -49,12 +59,7 @@ class TokenCache:
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         ids = [int(i) for i in ids]
-        common = 0
-        for a, b in zip(self.tokens, ids):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(ids) - 1)  # feed at least one token to get logits
+        common = min(common_prefix(self.tokens, ids), len(ids) - 1)  # feed at least one token
         if common < len(self.tokens):
             self._crop(common)
             del self.tokens[common:]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qdesk.core.chat.backends import LogitsBackend
+from qdesk.core.chat.backends import LogitsBackend, common_prefix
 from qdesk.core.chat.events import ReplyDone, SamplingConfig, TokenEvent
 from qdesk.core.chat.session import ChatSession, PaneDone, PaneToken
 from qdesk.core.compare.agreement import Agreement, ReplyAgreement, agreement, summarize_reply
@@ -83,9 +83,9 @@ class _Recording:
     generator is choosing the current token from). ``feed_with``, when set,
     runs the feed instead (the reference pane's step batched with scorers)."""
 
-    def __init__(self, backend: LogitsBackend, feed_with=None) -> None:
+    def __init__(self, backend: LogitsBackend) -> None:
         self.backend = backend
-        self.feed_with = feed_with
+        self.feed_with = None
         self.last: np.ndarray | None = None
 
     def __getattr__(self, name):
@@ -293,7 +293,7 @@ class ComparedSession:
         """Queue the pane's newest token for the scorer's step in the reference
         pane's next (batched) feed, if the reference pane will step again and
         the backend can batch. The scorer first holds the prefix before it."""
-        reference = self._recorders[0].backend if self.reference is not None else None
+        reference = self.reference
         if not self.batch or ref.done is not None or not hasattr(reference, "can_batch_with"):
             return False
         before = st.prompt + st.tokens[:-1]
@@ -309,16 +309,16 @@ class ComparedSession:
         """Where the reference pane's cache holds more of ``target`` than the
         scorer's (the paths parted only now), the scorer takes a copy of it
         instead of computing that prefix again."""
-        reference = self._recorders[0].backend if self.reference is not None else None
+        reference = self.reference
         if not hasattr(scorer, "copy_cache_from") or reference is None:
             return
-        if _common_prefix(reference.tokens, target) > _common_prefix(scorer.tokens, target):
+        if common_prefix(reference.tokens, target) > common_prefix(scorer.tokens, target):
             scorer.copy_cache_from(reference)
 
     def _feed_reference(self, ids):
         """The reference pane's own step, with every queued scorer step in the
         same forward pass."""
-        reference = self._recorders[0].backend
+        reference = self.reference
         rows = [st for st in self._states[1:] if st.queued is not None]
         if len(ids) != 1 or not rows:
             self._leave_batch()
@@ -381,15 +381,6 @@ class ComparedSession:
             yield ReverseScored(i, summarize(
                 stats, model=pane_backend.name, reference=self.reference.name, windows=1
             ))
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def open_compared_session(

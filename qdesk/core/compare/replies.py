@@ -77,8 +77,7 @@ class LengthStats:
     accuracy: Interval | None  # share of correct final answers, where answers are known
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        return d
+        return asdict(self)
 
 
 @dataclass(frozen=True)
