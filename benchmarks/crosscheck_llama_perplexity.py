@@ -247,7 +247,7 @@ def print_table(llama: dict, columns: list[tuple[str, dict]]) -> None:
 
 def main() -> int:
     from qdesk.core.compare.texts import load_text
-    from qdesk.core.demo import demo_gguf_path, ensure_demo_model
+    from qdesk.core.models import demo_gguf_path, ensure_demo_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--llama-perplexity", type=Path, required=True, help="the built binary")

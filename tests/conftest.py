@@ -50,6 +50,6 @@ def demo_gguf():
 
 @pytest.fixture(scope="session")
 def demo_gguf_path():
-    from qdesk.core.demo import demo_gguf_path
+    from qdesk.core.models.demo import demo_gguf_path
 
     return demo_gguf_path()

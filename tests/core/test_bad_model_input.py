@@ -7,9 +7,9 @@ import struct
 import pytest
 
 from qdesk.core.errors import BadInput
-from qdesk.core.gguf_dense import read_header
 from qdesk.core.models import open_model, resolve
-from qdesk.core.safetensors_check import read_safetensors_header
+from qdesk.core.models.gguf_dense import read_header
+from qdesk.core.models.safetensors_check import read_safetensors_header
 
 
 def test_missing_path(tmp_path):
@@ -147,8 +147,8 @@ def test_gguf_copy_keeps_the_original(tmp_path, demo_gguf_path):
 
 
 def test_refuses_a_model_that_does_not_fit_in_memory(monkeypatch):
-    from qdesk.core import device
     from qdesk.core.errors import OutOfResources
+    from qdesk.core.models import device
 
     # Pretend the machine has 64 MiB free: the 135M-parameter demo needs more.
     monkeypatch.setattr(device, "available_memory_bytes", lambda _device: 64 * 2**20)

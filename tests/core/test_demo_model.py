@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from qdesk.core.demo import demo_dense_dir, demo_gguf_path, ensure_demo_model
-from qdesk.core.dense_folder import materialize_gguf
-from qdesk.core.gguf_dense import unpermute_rotary_rows
+from qdesk.core.models.demo import demo_dense_dir, demo_gguf_path, ensure_demo_model
+from qdesk.core.models.dense_folder import materialize_gguf
+from qdesk.core.models.gguf_dense import unpermute_rotary_rows
 
 
 def test_gguf_found_through_package_metadata():

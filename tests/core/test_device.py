@@ -2,8 +2,8 @@
 
 import json
 
-from qdesk.core import device
-from qdesk.core.device import DecodeShape, choose_placement
+from qdesk.core.models import device
+from qdesk.core.models.device import DecodeShape, choose_placement
 
 
 def test_cpu_dtype_is_measured_once_and_kept(tmp_path, monkeypatch):

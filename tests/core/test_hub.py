@@ -3,7 +3,7 @@
 import pytest
 
 from qdesk.core.errors import BadInput
-from qdesk.core.hub import _progress_class, download
+from qdesk.core.models.hub import _progress_class, download
 
 
 def test_byte_progress_is_forwarded():

@@ -15,6 +15,13 @@ from dataclasses import replace
 
 from qdesk.core.quant.configs import BITS, QuantConfig, RTNConfig
 from qdesk.core.quant.events import CalibrationProgress
+from qdesk.core.quant.layerwalk import (
+    capture_inputs,
+    fast_compute_dtype,
+    gather_stats,
+    run_layer,
+    working_copy,
+)
 from qdesk.core.quant.primitives import QuantizedWeight
 from qdesk.core.quant.rtn import quantize_rtn
 from qdesk.core.quant.stats import relative_output_error
@@ -30,20 +37,12 @@ def _bits_cost(config: QuantConfig, numel: int, in_features: int) -> float:
 
 def sensitivity_configs(model, layers, prefix, config, plan, widths, numels, input_ids, device):
     """Generator: yields progress, returns {name: config} (nothing kept)."""
-    from qdesk.core.quant.steps import (
-        _capture_inputs,
-        _gather_stats,
-        _run_layer,
-        _working_copy,
-        fast_compute_dtype,
-    )
-
     base = replace(plan, sensitivity=False).resolve(widths, config)
     levels = sorted(b for b in BITS if b >= config.bits)
     errors: dict[str, dict[int, float]] = {}
     captured = None
     dtype = fast_compute_dtype(next(model.parameters()).dtype, device)
-    for item in _capture_inputs(model, layers, input_ids, device, dtype):
+    for item in capture_inputs(model, layers, input_ids, device, dtype):
         if isinstance(item, tuple):
             captured = item
         else:
@@ -52,8 +51,8 @@ def sensitivity_configs(model, layers, prefix, config, plan, widths, numels, inp
     for li, layer in enumerate(layers):
         names = [n for n in base if n.startswith(f"{prefix}.{li}.") and base[n] is not None]
         local = [n[len(f"{prefix}.{li}."):] for n in names]
-        work = _working_copy(layer, dtype)
-        stats = _gather_stats(work, local, False, inputs, kwargs, int(input_ids.numel()))
+        work = working_copy(layer, dtype)
+        stats = gather_stats(work, local, False, inputs, kwargs, int(input_ids.numel()))
         modules = dict(layer.named_modules())
         for full, n in zip(names, local):
             w = modules[n].weight.data
@@ -64,7 +63,7 @@ def sensitivity_configs(model, layers, prefix, config, plan, widths, numels, inp
                 qw: QuantizedWeight = quantize_rtn(w, probe)
                 deq = qw.dequantize(w.dtype)
                 errors[full][b] = relative_output_error(w, deq, stats[n].samples)
-        inputs = [_run_layer(work, x, kwargs) for x in inputs]
+        inputs = [run_layer(work, x, kwargs) for x in inputs]
         yield CalibrationProgress("sensitivity", len(input_ids) + li + 1,
                                   len(input_ids) + len(layers))
     del inputs

@@ -27,21 +27,28 @@ from torch import nn
 from qdesk.core.errors import BadInput, OutOfResources
 from qdesk.core.quant.configs import QuantConfig
 from qdesk.core.quant.events import (
-    CalibrationProgress,
     LayerKept,
     LayerQuantized,
     QuantizeSummary,
     SavingCheckpoint,
 )
+from qdesk.core.quant.layerwalk import (
+    ERROR_SAMPLES,
+    capture_inputs,
+    decoder_layers,
+    fast_compute_dtype,
+    gather_stats,
+    layer_prefix,
+    linear_widths,
+    run_layer,
+    working_copy,
+)
 from qdesk.core.quant.methods import method_for
 from qdesk.core.quant.plans import Plan
 from qdesk.core.quant.primitives import QuantizedWeight
-from qdesk.core.quant.stats import InputStats, relative_output_error
+from qdesk.core.quant.stats import relative_output_error
 
 log = logging.getLogger(__name__)
-
-ERROR_SAMPLES = 1024  # calibration tokens kept per Linear input to measure output error
-
 
 @dataclass
 class QuantizeResult:
@@ -54,37 +61,6 @@ class QuantizeResult:
     summary: QuantizeSummary | None = None
 
 
-class _StopForward(Exception):
-    pass
-
-
-def decoder_layers(model) -> nn.ModuleList:
-    inner = getattr(model, "model", None)
-    layers = getattr(inner, "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise BadInput(f"{type(model).__name__}: no decoder layers found (model.model.layers)")
-    return layers
-
-
-def _layer_prefix(model, layers: nn.ModuleList) -> str:
-    for name, module in model.named_modules():
-        if module is layers:
-            return name
-    return "model.layers"
-
-
-def linear_widths(model) -> dict[str, int]:
-    """Full name -> input width of every Linear inside the decoder layers."""
-    layers = decoder_layers(model)
-    prefix = _layer_prefix(model, layers)
-    out = {}
-    for i, layer in enumerate(layers):
-        for n, m in layer.named_modules():
-            if isinstance(m, nn.Linear):
-                out[f"{prefix}.{i}.{n}"] = m.in_features
-    return out
-
-
 def bits_per_weight(configs: dict[str, QuantConfig | None], records: dict[str, QuantizedWeight],
                     numels: dict[str, int], kept_bits: int = 16) -> float:
     total_bits = 0
@@ -94,115 +70,6 @@ def bits_per_weight(configs: dict[str, QuantConfig | None], records: dict[str, Q
         total_bits += qw.storage_bits() if qw is not None else n * kept_bits
         total += n
     return total_bits / max(1, total)
-
-
-def fast_compute_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """The dtype for the calibration forwards: bfloat16 for a float32 model where
-    bfloat16 matrix products are fast (CUDA, or a CPU with AMX / AVX512-BF16:
-    about 6x float32 on the 2-core benchmark machine); otherwise the model's."""
-    if model_dtype != torch.float32:
-        return model_dtype
-    if device.type == "cuda":
-        return torch.bfloat16
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = f.read(200_000)
-    except OSError:
-        return model_dtype
-    return torch.bfloat16 if ("amx_bf16" in flags or "avx512_bf16" in flags) else model_dtype
-
-
-def _working_copy(layer: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """The layer in the compute dtype, for forwards only (a copy if that differs)."""
-    if next(layer.parameters()).dtype == dtype:
-        return layer
-    import copy
-
-    return copy.deepcopy(layer).to(dtype)
-
-
-def _cast_kwargs(kwargs: dict, dtype: torch.dtype) -> dict:
-    def cast(v):
-        if isinstance(v, torch.Tensor) and v.is_floating_point():
-            return v.to(dtype)
-        if isinstance(v, tuple):
-            return tuple(cast(x) for x in v)
-        return v
-
-    return {k: cast(v) for k, v in kwargs.items()}
-
-
-def _run_layer(layer: nn.Module, x: torch.Tensor, kwargs: dict) -> torch.Tensor:
-    out = layer(x, **kwargs)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def _capture_inputs(model, layers, input_ids: torch.Tensor, device, dtype=None) -> Iterator:
-    """Yield progress; finally yield (inputs, kwargs) of decoder layer 0, in ``dtype``."""
-    inputs: list[torch.Tensor] = []
-    kwargs: dict = {}
-
-    def hook(module, args, kw):
-        x = args[0] if args else kw["hidden_states"]
-        inputs.append(x.detach().to(dtype or x.dtype))
-        if not kwargs:
-            kwargs.update({k: v for k, v in kw.items() if k != "hidden_states"})
-        raise _StopForward
-
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        for i, ids in enumerate(input_ids):
-            try:
-                model.model(input_ids=ids.unsqueeze(0).to(device), use_cache=False)
-            except _StopForward:
-                pass
-            yield CalibrationProgress("capture", i + 1, len(input_ids))
-    finally:
-        handle.remove()
-    kwargs.pop("past_key_values", None)
-    kwargs.pop("past_key_value", None)
-    kwargs["use_cache"] = False
-    yield (inputs, _cast_kwargs(kwargs, dtype) if dtype is not None else kwargs)
-
-
-def _gather_stats(layer, names, want_hessian, inputs, kwargs, tokens_total):
-    modules = dict(layer.named_modules())
-    stats: dict[str, InputStats] = {}
-    owners: set[str] = set()
-    last: list = [None, None]
-    stride = max(1, tokens_total // ERROR_SAMPLES)
-
-    def make_hook(name):
-        def hook(module, args):
-            x = args[0]
-            if name not in stats:
-                if x is last[0]:
-                    stats[name] = last[1]
-                else:
-                    stats[name] = InputStats(
-                        module.in_features, x.device, want_hessian, ERROR_SAMPLES, stride
-                    )
-                    owners.add(name)
-            if name in owners:
-                stats[name].add(x.detach())
-            last[0], last[1] = x, stats[name]
-
-        return hook
-
-    if not want_hessian:  # only error samples wanted: a few evenly spread inputs suffice
-        per = inputs[0].shape[-2] if inputs[0].dim() > 1 else 1
-        k = min(len(inputs), max(1, -(-2 * ERROR_SAMPLES // per)))
-        inputs = [inputs[round(i * (len(inputs) - 1) / max(1, k - 1))] for i in range(k)]
-        stride = 2
-    handles = [modules[n].register_forward_pre_hook(make_hook(n)) for n in names]
-    try:
-        for x in inputs:
-            _run_layer(layer, x, kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-        last[0] = None
-    return stats
 
 
 @torch.no_grad()
@@ -244,7 +111,7 @@ def quantize_steps(
         check_output_dir(Path(output_dir), force)
 
     layers = decoder_layers(model)
-    prefix = _layer_prefix(model, layers)
+    prefix = layer_prefix(model, layers)
     widths = linear_widths(model)
     numels = {n: model.get_submodule(n).weight.numel() for n in widths}
     device = next(model.parameters()).device
@@ -279,7 +146,7 @@ def quantize_steps(
         torch.cuda.reset_peak_memory_stats(device)
     try:
         captured = None
-        for item in _capture_inputs(model, layers, input_ids, device, dtype):
+        for item in capture_inputs(model, layers, input_ids, device, dtype):
             if isinstance(item, tuple):
                 captured = item
             else:
@@ -293,13 +160,13 @@ def quantize_steps(
                 if c is None:
                     yield LayerKept(f"{prefix}.{li}.{n}", "kept by the plan")
             if not names:
-                work = _working_copy(layer, dtype)
-                inputs = [_run_layer(work, x, kwargs) for x in inputs]
+                work = working_copy(layer, dtype)
+                inputs = [run_layer(work, x, kwargs) for x in inputs]
                 continue
             originals[li] = {k: v.detach().to("cpu", copy=True) for k, v in layer.state_dict().items()}
             t0 = time.perf_counter()
             want_h = any(method_for(local[n]).needs_hessian for n in names)
-            stats = _gather_stats(_working_copy(layer, dtype), names, want_h, inputs, kwargs,
+            stats = gather_stats(working_copy(layer, dtype), names, want_h, inputs, kwargs,
                                   tokens_total)
             for prepare in {method_for(local[n]).prepare_layer for n in names} - {None}:
                 prepare(layer, local, stats)
@@ -326,8 +193,8 @@ def quantize_steps(
                     cfg.symmetric, err, result.seconds[full],
                 )
             del stats
-            work = _working_copy(layer, dtype)
-            inputs = [_run_layer(work, x, kwargs) for x in inputs]
+            work = working_copy(layer, dtype)
+            inputs = [run_layer(work, x, kwargs) for x in inputs]
             del work
         del inputs
         peak = _peak_memory(device)
@@ -383,7 +250,7 @@ def job_memory_bytes(model, layers, input_ids, dtype, hessian: bool) -> int:
 
 
 def _check_memory(model, layers, input_ids, dtype, device, hessian: bool) -> None:
-    from qdesk.core.device import available_memory_bytes
+    from qdesk.core.models import available_memory_bytes
 
     need = job_memory_bytes(model, layers, input_ids, dtype, hessian)
     have = available_memory_bytes(device.type)

@@ -16,7 +16,7 @@ from qdesk.core.quant.reasoning import worked_problems
 def tok():
     from transformers import AutoTokenizer
 
-    from qdesk.core.demo import ensure_demo_model
+    from qdesk.core.models.demo import ensure_demo_model
 
     return AutoTokenizer.from_pretrained(str(ensure_demo_model()))
 

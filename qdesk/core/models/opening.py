@@ -1,9 +1,6 @@
-"""Model references and loading: text the user typed -> a ready backend.
-
-A model argument is ``demo``, a Hugging Face folder, a ``.gguf`` file, a qdesk
-quantized folder, or a hub id ``ORG/NAME[@revision]``. ``resolve`` checks it
-and says what it is; ``open_model`` loads it on the chosen backend after
-checking that it fits in memory.
+"""Opening a model: a ``ModelRef`` -> a ready backend, after checking that it
+fits in memory. The transformers backend loads HF folders, qdesk checkpoints and
+the dense copies of GGUF files; the llama.cpp backend loads GGUF files.
 """
 
 from __future__ import annotations
@@ -12,105 +9,17 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from qdesk.core.errors import BadInput, OutOfResources
+from qdesk.core.models.facts import LoadedModel, ModelFacts
+from qdesk.core.models.refs import ModelRef, resolve
 from qdesk.core.paths import data_dir
 
 log = logging.getLogger(__name__)
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 BACKENDS = ("auto", "hf", "llamacpp")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """What a model argument names. kind: demo | hf | gguf | qdesk | hub."""
-
-    text: str
-    kind: str
-    path: Path | None = None
-    hub_id: str | None = None
-    revision: str | None = None
-
-    @property
-    def display_name(self) -> str:
-        if self.kind == "demo":
-            return "demo (SmolLM2-135M-Instruct)"
-        if self.kind == "hub":
-            return self.hub_id + (f"@{self.revision}" if self.revision else "")
-        return self.path.name if self.path else self.text
-
-
-def resolve(text: str) -> ModelRef:
-    """Say what a model argument names; raise BadInput if it names nothing usable."""
-    text = text.strip()
-    if not text:
-        raise BadInput("no model given")
-    if text == "demo":
-        return ModelRef(text, "demo")
-    path = Path(text).expanduser()
-    looks_like_path = (
-        path.exists() or text.startswith((".", "/", "~")) or path.suffix.lower() == ".gguf"
-        or os.sep in text.rstrip(os.sep) and not HUB_ID.match(text)
-    )
-    if looks_like_path:
-        if not path.exists():
-            raise BadInput(f"{text}: no such file or folder")
-        if path.is_file():
-            if path.suffix.lower() == ".gguf":
-                return ModelRef(text, "gguf", path=path)
-            raise BadInput(f"{text}: not a model (give a .gguf file or a model folder)")
-        if (path / "qdesk.json").is_file():
-            return ModelRef(text, "qdesk", path=path)
-        if not (path / "config.json").is_file():
-            raise BadInput(f"{text}: no config.json in this folder (not a Hugging Face model)")
-        return ModelRef(text, "hf", path=path)
-    if HUB_ID.match(text):
-        hub_id, _, revision = text.partition("@")
-        return ModelRef(text, "hub", hub_id=hub_id, revision=revision or None)
-    raise BadInput(
-        f"'{text}' is not a model: give demo, a model folder, a .gguf file or a hub id ORG/NAME"
-    )
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What ``qdesk info`` and the GUI show about a loaded model (plain data, no torch)."""
-
-    name: str
-    source: str  # demo | hf | gguf | qdesk | hub
-    path: str
-    backend: str  # hf | llamacpp
-    architecture: str
-    parameters: int
-    layers: int
-    hidden_size: int
-    vocab_size: int
-    context_length: int
-    dtype: str
-    device: str
-    memory_bytes: int
-    dtype_reason: str = ""
-    quantization: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class LoadedModel:
-    backend: object  # a LogitsBackend
-    facts: ModelFacts
-    model: object = None  # the torch module (hf backend), for quantization and analysis
-    hf_tokenizer: object = None
-
-    def close(self) -> None:
-        self.backend.close()
-        self.model = None
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -119,11 +28,11 @@ ProgressFn = Callable[[str, int, int], None]
 def local_folder(ref: ModelRef, progress: ProgressFn | None = None) -> Path:
     """The folder or file a reference loads from, made or downloaded if need be."""
     if ref.kind == "demo":
-        from qdesk.core.demo import ensure_demo_model
+        from qdesk.core.models.demo import ensure_demo_model
 
         return ensure_demo_model(progress)
     if ref.kind == "hub":
-        from qdesk.core.hub import download
+        from qdesk.core.models.hub import download
 
         return download(ref.hub_id, ref.revision, progress)
     return ref.path
@@ -146,7 +55,7 @@ def open_model(
     if backend == "auto":
         backend = "llamacpp" if ref.kind == "gguf" else "hf"
     if backend == "llamacpp" and ref.kind == "demo":
-        from qdesk.core.demo import demo_gguf_path
+        from qdesk.core.models.demo import demo_gguf_path
 
         # The demo on llama.cpp is the shipped Q4_1 file itself.
         ref = ModelRef(ref.text, "gguf", path=demo_gguf_path())
@@ -162,7 +71,7 @@ def open_model(
 
 def _dense_copy_of_gguf(gguf_path: Path, progress: ProgressFn | None) -> Path:
     """A GGUF file for the transformers backend: dequantized once into a dense folder."""
-    from qdesk.core.dense_folder import materialize_gguf
+    from qdesk.core.models.dense_folder import materialize_gguf
 
     st = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -171,7 +80,7 @@ def _dense_copy_of_gguf(gguf_path: Path, progress: ProgressFn | None) -> Path:
 
 
 def _check_fits(name: str, need: int, device: str) -> None:
-    from qdesk.core.device import available_memory_bytes, gib
+    from qdesk.core.models.device import available_memory_bytes, gib
 
     have = available_memory_bytes(device)
     if need > have:
@@ -209,8 +118,8 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
 
     from qdesk.core.chat.hf_backend import HFBackend
     from qdesk.core.chat.tokenizers import HFChatTokenizer
-    from qdesk.core.device import DecodeShape, choose_placement
-    from qdesk.core.safetensors_check import read_safetensors_header
+    from qdesk.core.models.device import DecodeShape, choose_placement
+    from qdesk.core.models.safetensors_check import read_safetensors_header
 
     raw = _read_config(path)
     model_type = raw.get("model_type")
@@ -327,7 +236,7 @@ def _open_llamacpp(ref: ModelRef, n_ctx: int | None) -> LoadedModel:
         LlamaCppBackend,
         gpu_offload_available,
     )
-    from qdesk.core.gguf_dense import read_header
+    from qdesk.core.models.gguf_dense import read_header
 
     header = read_header(ref.path)  # validates the untrusted header before llama.cpp reads it
     ctx = n_ctx or min(header.context_length, DEFAULT_N_CTX)

@@ -6,14 +6,13 @@ import json
 import logging
 import sys
 
+from qdesk.cli.common import add_load_options, backends_for, load_options, progress_to_stderr
 from qdesk.core.errors import BadInput
 
 log = logging.getLogger("qdesk.compare")
 
 
 def add_compare_parser(subparsers) -> None:
-    from qdesk.cli import _add_load_options
-
     c = subparsers.add_parser(
         "compare",
         help="how far models are from a reference: divergence on text, or reply lengths",
@@ -41,7 +40,7 @@ def add_compare_parser(subparsers) -> None:
     c.add_argument("--samples", type=int, default=1, help="replies per prompt when sampling")
     # --dtype matters here: on a CPU the reference's compute dtype is otherwise
     # whichever a timing on this machine chose, and it moves every figure.
-    _add_load_options(c, "auto, hf or llamacpp; one for all models or a comma list, reference first")
+    add_load_options(c, "auto, hf or llamacpp; one for all models or a comma list, reference first")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_compare)
 
@@ -51,22 +50,21 @@ def _progress(text: str, done: bool = False) -> None:
 
 
 def _load(args):
-    from qdesk.cli import _backends_for, _load_options, _progress_to_stderr
     from qdesk.core.models import open_model, resolve
 
     names = [args.reference, *args.models]
     refs = [resolve(m) for m in names]  # every argument checked before any load
-    kinds = _backends_for(names, args.backend)
-    options = _load_options(args)
+    kinds = backends_for(names, args.backend)
+    options = load_options(args)
     options.pop("backend")
     try:
-        reference = open_model(refs[0], backend=kinds[0], progress=_progress_to_stderr, **options)
+        reference = open_model(refs[0], backend=kinds[0], progress=progress_to_stderr, **options)
     except BadInput as e:
         raise BadInput(f"the reference failed to load: {e}") from None
     models, skipped = [], []
     ref_fp = reference.backend.tokenizer.fingerprint()
     for ref, kind in zip(refs[1:], kinds[1:]):
-        m = open_model(ref, backend=kind, progress=_progress_to_stderr, **options)
+        m = open_model(ref, backend=kind, progress=progress_to_stderr, **options)
         if m.backend.tokenizer.fingerprint() != ref_fp:
             reason = (f"{m.facts.name} and the reference {reference.facts.name} use different "
                       "vocabularies (token ids differ): no statistics")

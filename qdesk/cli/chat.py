@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import sys
 
+from qdesk.cli.common import add_load_options, backends_for, load_options, progress_to_stderr
 from qdesk.core.errors import BadInput
 
 
 def add_chat_parser(sub) -> None:
-    from qdesk.cli import _add_load_options
-
     c = sub.add_parser("chat", help="one prompt to several models, side by side")
     c.add_argument("models", nargs="+", metavar="MODEL", help="the first is the reference")
     c.add_argument("--prompt", required=True)
@@ -24,7 +23,7 @@ def add_chat_parser(sub) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--max-new-tokens", type=int, default=256)
     c.add_argument("--stop", action="append", help="a stop string (repeatable)")
-    _add_load_options(c, "auto, hf or llamacpp; one for all models or a comma list, one per model")
+    add_load_options(c, "auto, hf or llamacpp; one for all models or a comma list, one per model")
     c.add_argument(
         "--no-agreement", action="store_true",
         help="do not score the other models' tokens with the reference (the first model)",
@@ -34,7 +33,6 @@ def add_chat_parser(sub) -> None:
 
 
 def cmd_chat(args) -> int:
-    from qdesk.cli import _backends_for, _load_options, _progress_to_stderr
     from qdesk.core.chat.events import SamplingConfig
     from qdesk.core.models import open_model, resolve
 
@@ -46,11 +44,11 @@ def cmd_chat(args) -> int:
         max_new_tokens=args.max_new_tokens, stop=tuple(args.stop or ()),
     )
     refs = [resolve(m) for m in args.models]  # every argument checked before any load
-    backends = _backends_for(args.models, args.backend)
-    options = _load_options(args)
+    backends = backends_for(args.models, args.backend)
+    options = load_options(args)
     options.pop("backend")
     loaded = [
-        open_model(ref, backend=b, progress=_progress_to_stderr, **options)
+        open_model(ref, backend=b, progress=progress_to_stderr, **options)
         for ref, b in zip(refs, backends)
     ]
     panes = _run_chat(loaded, sampling, args)

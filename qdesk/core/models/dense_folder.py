@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qdesk.core.errors import BadInput
-from qdesk.core.gguf_dense import dense_tensors, hf_config, read_header
+from qdesk.core.models.gguf_dense import dense_tensors, hf_config, read_header
 
 log = logging.getLogger(__name__)
 

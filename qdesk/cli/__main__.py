@@ -1,0 +1,5 @@
+import sys
+
+from qdesk.cli import main
+
+sys.exit(main())
