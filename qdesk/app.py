@@ -1,25 +1,104 @@
-"""Composition root for the GUI: the QApplication and the main window."""
+"""Composition root for the GUI: the QApplication, the language, the main
+window, and screenshot mode.
+
+``run_app`` is what ``qdesk gui`` calls once the system check passed.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
-def run_app(model: str = "demo") -> int:
+# Qt's own chatter that says nothing to a user (the offscreen plugin's, in screenshot mode).
+_QT_NOISE = ("propagateSizeHints",)
+
+
+def _qt_messages(mode, context, message: str) -> None:
+    """Qt's warnings go to the log, not to stderr: qdesk reports its own errors."""
+    if any(n in message for n in _QT_NOISE):
+        return
+    from PySide6.QtCore import QtMsgType
+
+    level = logging.DEBUG if mode in (QtMsgType.QtDebugMsg, QtMsgType.QtInfoMsg) else logging.WARNING
+    logging.getLogger("qt").log(level, "%s", message)
+
+
+def make_application():
+    """The QApplication (one per process), with qdesk's names set."""
+    from PySide6.QtCore import qInstallMessageHandler
+    from PySide6.QtWidgets import QApplication
+
+    qInstallMessageHandler(_qt_messages)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("qdesk")
+    app.setOrganizationName("qdesk")
+    return app
+
+
+def prepare_libraries() -> None:
+    """Import torch and transformers now, before the window shows, and keep their
+    objects out of every later garbage collection (see qdesk.core.warmup and
+    qdesk.gui.garbage): the first model load then does not freeze the window."""
+    import gc
+
+    from qdesk.core.warmup import import_model_libraries
+
+    import_model_libraries()
+    gc.collect()
+    gc.freeze()
+
+
+def run_app(models: list[str] | None = None, script: Path | None = None,
+            screenshot: Path | None = None, language: str | None = None,
+            size: tuple[int, int] | None = None) -> int:
+    """Open the window with ``models`` loaded; with ``script``, run it, save
+    ``screenshot`` and return the exit code (see qdesk.gui.script)."""
     from qdesk.core.threads import configure_openmp
 
     configure_openmp()
-    from pyqtgraph.util.garbage_collector import GarbageCollector
-    from PySide6.QtWidgets import QApplication
-
+    from qdesk.gui.garbage import GuiGarbageCollector
+    from qdesk.gui.i18n import Translations, resolve_language
     from qdesk.gui.main_window import MainWindow
+    from qdesk.gui.script import ScriptRunner, read_script
+    from qdesk.gui.settings import Settings
+    from qdesk.gui.widgets.settings_dialog import OPEN_DEMO_KEY
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("qdesk")
-    # Python's collector may otherwise run in a worker thread and delete Qt
-    # objects there, which crashes Qt: collect on the GUI thread, on a timer.
-    collector = GarbageCollector(interval=1.0)  # noqa: F841 (kept alive until exit)
-    window = MainWindow()
+    lines = read_script(script) if script is not None else None  # bad script: exit 2 before Qt
+    app = make_application()
+    prepare_libraries()
+    collector = GuiGarbageCollector()  # on the GUI thread, kept short (see qdesk.gui.garbage)
+    settings = Settings()
+    translations = Translations(app)
+    translations.apply(language or resolve_language(settings.language))
+    window = MainWindow(settings, translations)
+    collector.attach(window)
+    if size is not None:
+        window.resize(*size)
     window.show()
-    window.load_model(model)
-    return app.exec()
+    if models is None:
+        open_demo = str(settings.value(OPEN_DEMO_KEY, "true")).lower() == "true"
+        models = ["demo"] if open_demo and lines is None else []
+    for text in models:
+        window.sidebar.request_load(text)
+    if lines is None:
+        return app.exec()
+    outcome: list[tuple[int, str]] = []
+    runner = ScriptRunner(window, lines, screenshot)
+
+    def finished(code: int, message: str) -> None:
+        outcome.append((code, message))
+        window.context.runner.show_dialogs = False
+        window.close()  # cancels what still runs, then closes (closed -> quit)
+
+    runner.finished.connect(finished)
+    window.closed.connect(app.quit)
+    runner.start()
+    app.exec()
+    code, message = outcome[0] if outcome else (2, "the window closed before the script ended")
+    if message:
+        print(f"qdesk: error: {message}", file=sys.stderr)
+    return code

@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see qdesk/core/threads.py
+# Pinned thread counts: a float32 sum's rounding depends on how many threads share
+# it, and tests compare bit for bit (the app adapts to the free cores instead).
+os.environ.setdefault("QDESK_THREADS", str(len(os.sched_getaffinity(0))))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "0")

@@ -89,3 +89,53 @@ def tiny_folder(family: str, path: Path, seed: int = 0, dtype=None, **overrides)
     model.save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return Path(path)
+
+
+# Families whose tiny folders need a SentencePiece vocabulary for llama.cpp's
+# converter: it reads only SentencePiece for Gemma 2 and Phi-3, and recognises a
+# Qwen2 BPE vocabulary only by the hash of a known model's tokenizer.
+SPM_FAMILIES = ("qwen2", "gemma2", "phi3")
+_SPM_SPECIALS = ["<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>",
+                 "<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"]
+_SPM_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                 "{% endif %}")
+
+
+def converter_folder(family: str, path: Path, seed: int = 0, **overrides) -> Path:
+    """A tiny ``family`` folder that llama.cpp's converter accepts: the demo's BPE
+    tokenizer (``tiny_folder``), or for SPM_FAMILIES a 512-piece SentencePiece
+    tokenizer trained on qdesk's calibration text in milliseconds (Gemma's
+    specials named as Gemma's, <bos>/<eos>/<mask>; the others as Llama's)."""
+    import io
+    import json
+
+    import sentencepiece as spm
+    import torch
+
+    from qdesk.core.paths import resources_dir
+
+    if family not in SPM_FAMILIES:
+        return tiny_folder(family, path, seed=seed, **overrides)
+    gemma = family.startswith("gemma")
+    text = (resources_dir() / "calibration" / "general.txt").read_text(encoding="utf-8")
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text.splitlines()), model_writer=buf, vocab_size=512,
+        model_type="bpe", character_coverage=1.0, byte_fallback=True, pad_id=0, bos_id=1,
+        eos_id=2, unk_id=3, user_defined_symbols=_SPM_SPECIALS + (["<mask>"] if gemma else []),
+        minloglevel=2, **({"bos_piece": "<bos>", "eos_piece": "<eos>"} if gemma else {}),
+    )
+    model = tiny_model(family, seed=seed, vocab_size=512, dtype=torch.bfloat16, bos_token_id=1,
+                       eos_token_id=2, pad_token_id=0, **overrides)
+    model.generation_config.eos_token_id = 2
+    model.save_pretrained(str(path))
+    (Path(path) / "tokenizer.model").write_bytes(buf.getvalue())
+    specials = {str(4 + i): {"content": t, "special": True} for i, t in enumerate(_SPM_SPECIALS)}
+    (Path(path) / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "GemmaTokenizer" if gemma else "LlamaTokenizer",
+        "bos_token": "<bos>" if gemma else "<s>", "eos_token": "<eos>" if gemma else "</s>",
+        "unk_token": "<unk>", "pad_token": "<pad>", "chat_template": _SPM_TEMPLATE,
+        "added_tokens_decoder": specials,
+    }))
+    return Path(path)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from qdesk.cli.chat import add_chat_parser
 from qdesk.cli.common import Parser, quiet_libraries
 from qdesk.cli.compare import add_compare_parser
+from qdesk.cli.export import add_export_parser
 from qdesk.cli.gui import add_gui_parser
 from qdesk.cli.info import add_info_parser
 from qdesk.cli.quantize import add_quantize_parser
@@ -29,7 +30,7 @@ def build_parser() -> Parser:
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     for add in (add_gui_parser, add_info_parser, add_chat_parser, add_quantize_parser,
-                add_compare_parser):
+                add_compare_parser, add_export_parser):
         add(sub)
     return p
 

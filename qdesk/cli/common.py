@@ -17,9 +17,13 @@ class Parser(argparse.ArgumentParser):
 
 
 def quiet_libraries() -> None:
-    """No third-party progress bars or advice on stderr: qdesk prints its own."""
+    """No third-party progress bars or advice on stderr: qdesk prints its own.
+
+    Runs before transformers loads (and with it tqdm and compressed-tensors)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    _quiet_tqdm()
     try:
         import transformers
 
@@ -27,6 +31,37 @@ def quiet_libraries() -> None:
         transformers.utils.logging.set_verbosity_error()
     except Exception:  # transformers absent or changed: only noise is at stake
         pass
+
+
+def _quiet_tqdm() -> None:
+    """compressed-tensors draws tqdm bars whenever transformers loads one of its
+    checkpoints on its own route ("Applying quantization config", "Compressing
+    model", "Dispatching model", "Decompressing model"); some pass an explicit
+    ``disable=False``, which beats TQDM_DISABLE. So the tqdm class that later
+    ``from tqdm import tqdm`` statements get is one that never draws. qdesk's hub
+    download subclasses it, disables it anyway and counts bytes itself."""
+    try:
+        import tqdm
+        import tqdm.auto
+        import tqdm.std
+    except ImportError:
+        return
+    if getattr(tqdm.std.tqdm, "qdesk_quiet", False):
+        return
+
+    def quiet(base):
+        class QuietTqdm(base):
+            qdesk_quiet = True
+
+            def __init__(self, *args, **kwargs):
+                kwargs["disable"] = True
+                super().__init__(*args, **kwargs)
+
+        QuietTqdm.__name__ = QuietTqdm.__qualname__ = base.__name__
+        return QuietTqdm
+
+    tqdm.tqdm = tqdm.std.tqdm = quiet(tqdm.std.tqdm)
+    tqdm.auto.tqdm = quiet(tqdm.auto.tqdm)
 
 
 def progress_to_stderr(stage: str, done: int, total: int) -> None:

@@ -1,7 +1,16 @@
 """``qdesk quantize``: the quantization job without a screen.
 
 A progress line per layer on stderr, or one JSON event per line on stdout with
-``--json``. Ctrl-C cancels at the next layer and leaves no files (exit 130).
+``--json``; the last lines give the summary and the job's self-check (and a
+warning when the result is implausible). Ctrl-C cancels at the next layer and
+leaves no files (exit 130).
+
+Sources already quantized are refused (a qdesk checkpoint, a compressed-tensors,
+GPTQ or AWQ folder): quantizing their dequantized weights again compounds two
+roundings. A GGUF file is the exception when asked for (``--from-quantized``):
+its dequantized dense copy is quantized, and the result says it started from
+quantized weights. The demo needs no flag: its dense copy of the shipped Q4_1
+file is the project's reference model; a note says so.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ import argparse
 import json
 import sys
 
+from qdesk.cli.common import progress_to_stderr
 from qdesk.core.errors import BadInput
 
 METHODS = ("rtn", "gptq", "awq", "hqq")
@@ -53,6 +63,11 @@ def add_quantize_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("-o", "--output", required=True, help="output folder (must not exist)")
     q.add_argument("--force", action="store_true", help="replace an earlier qdesk checkpoint there")
+    q.add_argument("--from-quantized", action="store_true",
+                   help="quantize a GGUF file's dequantized dense copy (it starts from "
+                        "quantized weights, so the result carries both roundings)")
+    q.add_argument("--no-self-check", action="store_true",
+                   help="skip scoring the result against the original on held-out text")
     q.add_argument("--json", action="store_true", help="JSON events on stdout, one per line")
     q.set_defaults(func=cmd_quantize)
     return q
@@ -78,10 +93,28 @@ def _line(event) -> str | None:
     if isinstance(event, SavingCheckpoint):
         return f"saving {event.path}"
     if isinstance(event, QuantizeSummary):
-        return (f"done: {event.layers_quantized} layers quantized, {event.layers_kept} kept, "
-                f"{event.bits_per_weight:.3f} bits per weight, mean error "
-                f"{event.mean_rel_error:.4f}, {event.seconds:.1f} s -> {event.output_dir}")
+        lines = [f"done: {event.layers_quantized} layers quantized, {event.layers_kept} kept, "
+                 f"{event.bits_per_weight:.3f} bits per weight, mean error "
+                 f"{event.mean_rel_error:.4f}, {event.seconds:.1f} s -> {event.output_dir}"]
+        if event.check is not None:
+            lines += check_lines(event.check)
+        if event.source_quantization:
+            lines.append(f"note: started from {event.source_quantization} weights")
+        return "\n".join(lines)
     return None
+
+
+def check_lines(check) -> list[str]:
+    """The self-check in one line, and a loud second one when it is implausible."""
+    rtn = ("" if check.rtn_mean_kld is None else
+           f"; plain RTN of the same format {check.rtn_mean_kld:.4f}, same top "
+           f"{100 * check.rtn_same_top_p:.1f}%")
+    lines = [f"self-check on {check.text} ({check.windows} windows, {check.tokens} tokens, "
+             f"{check.seconds:.1f} s): mean KLD {check.mean_kld:.4f}, same top "
+             f"{100 * check.same_top_p:.1f}%{rtn}"]
+    if not check.plausible:
+        lines.append(f"qdesk: WARNING: implausible result: {check.warning}")
+    return lines
 
 
 def _method_options(args) -> dict:
@@ -106,6 +139,7 @@ def cmd_quantize(args) -> int:
     from qdesk.core.quant.calibration import build_calibration
     from qdesk.core.quant.checkpoint import check_output_dir
     from qdesk.core.quant.configs import make_config
+    from qdesk.core.quant.events import QuantizeSummary
     from qdesk.core.quant.plans import load_plan
     from qdesk.core.quant.steps import quantize_steps
 
@@ -118,18 +152,26 @@ def cmd_quantize(args) -> int:
     out = Path(args.output).expanduser()
     check_output_dir(out, args.force)  # before the minutes of loading and calibrating
     ref = resolve(args.model)
-    if ref.kind == "qdesk" or ref.kind == "gguf":
-        raise BadInput(f"{args.model} is already quantized; quantize the original model")
-    loaded = open_model(ref, backend="hf")
+    source_quantization = _source_quantization(ref, args.model, args.from_quantized)
+    if source_quantization:
+        print(f"note: {args.model}: {_SOURCE_NOTES[ref.kind]}", file=sys.stderr, flush=True)
+    elif args.from_quantized:
+        raise BadInput(f"--from-quantized: {args.model} holds no quantized weights")
+    loaded = open_model(ref, backend="hf", progress=progress_to_stderr)
     calibration = build_calibration(
         args.calib, loaded.hf_tokenizer, args.calib_samples, args.calib_tokens, args.seed,
         chat_template=args.chat_template, model=loaded.model,
     )
-    steps = quantize_steps(loaded, config, plan, calibration, output_dir=out, force=args.force)
+    options = {"check": None} if args.no_self_check else {}
+    steps = quantize_steps(loaded, config, plan, calibration, output_dir=out, force=args.force,
+                           from_quantized=args.from_quantized,
+                           source_quantization=source_quantization, **options)
     try:
         for event in steps:
             if args.json:
                 print(json.dumps(event.to_json()), flush=True)
+                if isinstance(event, QuantizeSummary) and event.check and not event.check.plausible:
+                    print(check_lines(event.check)[-1], file=sys.stderr, flush=True)
             else:
                 line = _line(event)
                 if line:
@@ -138,3 +180,54 @@ def cmd_quantize(args) -> int:
         steps.close()  # restores the model; nothing was written
         raise
     return 0
+
+
+_SOURCE_NOTES = {
+    "gguf": ("quantizing the dequantized dense copy of this GGUF file: the result starts "
+             "from its already quantized weights, not the original ones"),
+    "demo": ("the demo's reference is the dense copy of its shipped Q4_1 GGUF: its weights "
+             "lie on a 4-bit group-32 grid, so the result starts from quantized weights"),
+}
+
+
+def _source_quantization(ref, text: str, from_quantized: bool) -> str | None:
+    """How the source was quantized before, in words, when the loaded model's
+    facts may not say (the job prefers theirs); refuses what cannot be quantized
+    again before minutes of loading."""
+    if ref.kind == "demo":
+        return "Q4_1 GGUF (the demo's shipped file)"
+    if ref.kind == "gguf":
+        from qdesk.core.models.gguf_header import read_header
+
+        types = read_header(ref.path).quantized_types  # validates the untrusted header
+        if not types:  # F32/F16/BF16 only: nothing was rounded
+            return None
+        if not from_quantized:
+            raise BadInput(
+                f"{text} is a {'/'.join(types)} GGUF file, already quantized; pass "
+                "--from-quantized to quantize its dequantized dense copy (the result then "
+                "carries both roundings), or quantize the original model"
+            )
+        return f"{'/'.join(types)} GGUF {ref.path.name}"
+    if ref.kind == "qdesk":
+        raise BadInput(f"{text} is a qdesk checkpoint, already quantized; quantize the original model")
+    if ref.kind == "hf":
+        method = _quantization_method(ref.path)
+        if method:
+            raise BadInput(f"{text} is already quantized ({method}); quantize the original model")
+    if from_quantized:
+        raise BadInput(f"--from-quantized applies to a quantized .gguf file, not {text}")
+    return None
+
+
+def _quantization_method(folder) -> str | None:
+    """The quant_method a folder's config.json declares, if any (compressed-tensors,
+    gptq, awq, ...); an unreadable config is left for the loader to report."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    quant = config.get("quantization_config") if isinstance(config, dict) else None
+    if not quant:
+        return None
+    return str(quant.get("quant_method", "quantized")) if isinstance(quant, dict) else "quantized"

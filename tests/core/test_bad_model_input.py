@@ -8,7 +8,7 @@ import pytest
 
 from qdesk.core.errors import BadInput
 from qdesk.core.models import open_model, resolve
-from qdesk.core.models.gguf_dense import read_header
+from qdesk.core.models.gguf_header import read_header
 from qdesk.core.models.safetensors_check import read_safetensors_header
 
 
@@ -121,8 +121,11 @@ def test_unsupported_gguf_architecture(tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(BadInput, match="unsupported architecture 'gpt2'"):
+    # A header with almost nothing in it: refused by the first key llama.cpp needs.
+    with pytest.raises(BadInput, match="GGUF metadata lacks gpt2.context_length"):
         open_model(str(path))
+    with pytest.raises(BadInput, match="GGUF metadata lacks gpt2.context_length"):
+        open_model(str(path), backend="hf")
 
 
 def test_hub_id_without_network():

@@ -7,7 +7,6 @@ import pytest
 
 from qdesk.core.models.demo import demo_dense_dir, demo_gguf_path, ensure_demo_model
 from qdesk.core.models.dense_folder import materialize_gguf
-from qdesk.core.models.gguf_dense import unpermute_rotary_rows
 
 
 def test_gguf_found_through_package_metadata():
@@ -51,13 +50,6 @@ def test_interrupted_materialization_leaves_nothing(tmp_path):
     assert list((tmp_path / "models").iterdir()) == []
 
 
-def test_unpermute_inverts_llama_cpp_permutation():
-    import numpy as np
-
-    n_heads, head_dim, width = 3, 8, 5
-    w = np.arange(n_heads * head_dim * width, dtype=np.float32).reshape(n_heads * head_dim, width)
-    # llama.cpp's converter: reshape(n_head, 2, head_dim/2, ...) then swap axes 1 and 2.
-    permuted = (
-        w.reshape(n_heads, 2, head_dim // 2, width).swapaxes(1, 2).reshape(w.shape)
-    )
-    np.testing.assert_array_equal(unpermute_rotary_rows(permuted, n_heads), w)
+def test_demo_says_it_comes_from_a_quantized_file(demo_hf):
+    # The quantize command prints a note from this: the demo starts from Q4_1 weights.
+    assert demo_hf.facts.derived_from_quantized == "Q4_1/Q8_0 GGUF SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -4,6 +4,11 @@ Each step: the model's distribution at temperature 1 gives the statistics
 (top-k, margin, entropy); the sampling setup picks the token; the detokenizer
 turns it into text. The yield is the cancel point: a set ``cancel`` event ends
 the reply at the token being produced.
+
+A branch continues a reply from one of its tokens: ``prefix`` holds the reply
+tokens kept from the reply it departs from (fed after the prompt, not yielded
+again) and ``force`` the token taken at the first new position instead of a
+sampled one, e.g. the reference's choice at a flip.
 """
 
 from __future__ import annotations
@@ -50,6 +55,18 @@ def choose_token(
     return token, float(dist[token])
 
 
+def forced_probability(
+    logits: np.ndarray, sampling: SamplingConfig, history: np.ndarray, token: int
+) -> float:
+    """A token's probability under the distribution the sampler would draw
+    from (greedy: 1 for the argmax, else 0), for a token chosen by the user."""
+    z = apply_repetition_penalty(logits, history, sampling.repetition_penalty)
+    if sampling.greedy:
+        return 1.0 if int(np.argmax(z)) == token else 0.0
+    dist = sampling_distribution(z, sampling.temperature, sampling.top_k, sampling.top_p)
+    return float(dist[token])
+
+
 class StopStringFilter:
     """Holds back text that could begin a stop string, so pieces stay exact."""
 
@@ -87,25 +104,48 @@ def generate_steps(
     prompt_ids: Sequence[int],
     sampling: SamplingConfig,
     cancel: threading.Event | None = None,
+    prefix: Sequence[int] = (),
+    force: int | None = None,
 ) -> Iterator[TokenEvent | ReplyDone]:
-    """Yield one ``TokenEvent`` per generated token, then one ``ReplyDone``."""
-    check_prompt_fits(backend, prompt_ids)
-    max_new = min(sampling.max_new_tokens, backend.n_ctx - len(prompt_ids))
-    rng = np.random.default_rng(sampling.seed)
+    """Yield one ``TokenEvent`` per generated token, then one ``ReplyDone``.
+
+    prefix: reply tokens already chosen (a branch keeps them from the reply it
+    departs from); the first yielded index is ``len(prefix)`` and
+    ``ReplyDone`` covers the whole reply, prefix included. force: the token
+    taken at that first index instead of a sampled one.
+    """
+    prefix = [int(t) for t in prefix]
+    check_prompt_fits(backend, list(prompt_ids) + prefix)
+    max_new = min(sampling.max_new_tokens, backend.n_ctx - len(prompt_ids)) - len(prefix)
+    if max_new < 1:
+        raise BadInput(
+            f"a branch at token {len(prefix)} leaves no room: the reply may have at most "
+            f"{sampling.max_new_tokens} tokens (raise max new tokens)"
+        )
+    # A branch draws from its own stream, so the same branch gives the same reply.
+    rng = np.random.default_rng([sampling.seed, len(prefix)] if prefix else sampling.seed)
     eos = backend.tokenizer.eos_ids
     detok = backend.tokenizer.detokenizer()
     stops = StopStringFilter(sampling.stop)
-    generated: list[int] = []
-    texts: list[str] = []
-    history = np.asarray(prompt_ids, dtype=np.int64)
+    texts: list[str] = []  # the reply's pieces; the kept ones were yielded before
+    for token in prefix:
+        texts.append(stops.push(detok.push(token))[0])
+    generated: list[int] = list(prefix)
+    history = np.asarray(list(prompt_ids) + prefix, dtype=np.int64)
 
     t_start = time.perf_counter()
-    logits = backend.prefill(prompt_ids)
+    logits = backend.prefill(list(prompt_ids) + prefix)
+    if force is not None and not 0 <= force < logits.shape[0]:
+        raise BadInput(f"token id {force} is outside {backend.name}'s vocabulary")
     t_first = t_last = None
     finish = "length"
-    for i in range(max_new):
+    for i in range(len(prefix), len(prefix) + max_new):
         stats, probs = token_distribution(logits, sampling.stats_top_k)
-        token, p_sampled = choose_token(logits, sampling, rng, history)
+        if force is not None and i == len(prefix):
+            token = int(force)
+            p_sampled = forced_probability(logits, sampling, history, token)
+        else:
+            token, p_sampled = choose_token(logits, sampling, rng, history)
         generated.append(token)
         history = np.append(history, token)
         is_end = token in eos
@@ -117,7 +157,7 @@ def generate_steps(
             finish = "stop"
         elif cancelled:
             finish = "cancelled"
-        last = is_end or stopped or cancelled or i == max_new - 1
+        last = is_end or stopped or cancelled or i == len(prefix) + max_new - 1
         if last and not stopped:
             tail, done = stops.push(detok.flush())
             piece += tail if done else tail + stops.flush()
@@ -141,7 +181,7 @@ def generate_steps(
             break
         logits = backend.feed([token])
 
-    n = len(generated)
+    n = len(generated) - len(prefix)
     decode_tps = (n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else 0.0
     yield ReplyDone(
         text="".join(texts),

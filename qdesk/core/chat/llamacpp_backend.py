@@ -9,7 +9,6 @@ position instead. It uses two private members of ``Llama`` (``_ctx``,
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from qdesk.core.chat.backends import TokenCache
 from qdesk.core.chat.tokenizers import GGUFChatTokenizer
-from qdesk.core.errors import BadInput
+from qdesk.core.errors import BadInput, OutOfResources
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +30,10 @@ def gpu_offload_available() -> bool:
 
 
 def decode_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    """Threads for the calling stream now (qdesk.core.threads: the free cores)."""
+    from qdesk.core.threads import threads_for_this_stream
+
+    return threads_for_this_stream()
 
 
 class LlamaCppBackend(TokenCache):
@@ -48,27 +47,45 @@ class LlamaCppBackend(TokenCache):
         from llama_cpp import Llama
 
         n_ctx = n_ctx or min(train_ctx or DEFAULT_N_CTX, DEFAULT_N_CTX)
+        threads = self._threads = decode_threads()
         try:
             self.llm = Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_batch=512,
                 n_gpu_layers=-1 if gpu_offload_available() else 0,
-                # llama-cpp-python's default (half the CPUs) assumes two hardware
-                # threads per core; measured on a 2-vCPU machine, 2 threads decode
-                # the demo 1.7x faster than 1.
-                n_threads=decode_threads(),
+                # resized before every forward to the cores free now (_fit_threads)
+                n_threads=threads,
+                n_threads_batch=threads,
                 logits_all=False,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as e:
+            # The test load (gguf_probe) has read the file already, so a context that
+            # cannot be made now is memory for this n_ctx, not the file.
+            if "llama_context" in str(e) or "llama_batch" in str(e):
+                raise OutOfResources(
+                    f"{path}: llama.cpp cannot allocate a context of {n_ctx} tokens "
+                    "(not enough memory; try a smaller --n-ctx)"
+                ) from None
             raise BadInput(f"{path}: llama.cpp cannot load it ({e})") from None
         self.name = name
         self.n_ctx = n_ctx
         self.n_vocab = int(self.llm.n_vocab())
         self.tokenizer = GGUFChatTokenizer(self.llm, chat_template)
 
+    def _fit_threads(self) -> None:
+        """One llama.cpp context's threads follow the free cores (qdesk.core.threads);
+        a change costs one call, the next graph runs with it."""
+        n = decode_threads()
+        if n != self._threads:
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, n, n)
+            self._threads = n
+
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
+        self._fit_threads()
         self.llm.n_tokens = len(self.tokens)
         self.llm.eval(list(ids))
         row = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
@@ -80,6 +97,7 @@ class LlamaCppBackend(TokenCache):
     def score(self, ids: Sequence[int]) -> np.ndarray:
         """All positions' logits, batch by batch, without logits_all's n_ctx buffer."""
         self.reset()
+        self._fit_threads()
         ids = [int(i) for i in ids]
         llm = self.llm
         llm._ctx.kv_cache_seq_rm(-1, 0, -1)

@@ -17,6 +17,13 @@ while the panes decode.
 At the end of a reply, once the reference's reply is done too, the reference's
 own reply is scored under the pane's model (the other direction), as a
 ``DivergenceReport`` over the reply's positions.
+
+Branches (``branch``, ``follow_reference``) regenerate one pane's reply from a
+token on; the tokens before it keep their agreement, and the scorer follows
+the new prefix, so agreement continues on the branch. Everything lands in the
+session's ``Transcript`` (``transcript``), which the GUI draws and
+``conversation_io`` saves. A pane whose model fails ends with ``PaneFailed``
+while the others go on; a scorer that fails only ends that pane's agreement.
 """
 
 from __future__ import annotations
@@ -31,7 +38,16 @@ import numpy as np
 
 from qdesk.core.chat.backends import LogitsBackend, common_prefix
 from qdesk.core.chat.events import ReplyDone, SamplingConfig, TokenEvent
-from qdesk.core.chat.session import ChatSession, PaneDone, PaneToken
+from qdesk.core.chat.session import (
+    ChatSession,
+    PaneDone,
+    PaneFailed,
+    PaneJob,
+    PaneToken,
+    error_message,
+)
+from qdesk.core.chat.stats import DistributionStats, token_distribution
+from qdesk.core.chat.transcript import Transcript
 from qdesk.core.compare.agreement import Agreement, ReplyAgreement, agreement, summarize_reply
 from qdesk.core.compare.divergence import DivergenceReport, summarize
 from qdesk.core.compare.llama_stats import position_stats
@@ -43,11 +59,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ComparedToken:
     """A pane's token; agreement is None for the reference and for panes
-    compared with nothing (another vocabulary, no reference)."""
+    compared with nothing (another vocabulary, no reference). ref_top: the
+    reference's own top-k (and margin, entropy) on this pane's prefix, with
+    the agreement."""
 
     pane: int
     event: TokenEvent
     agreement: Agreement | None
+    ref_top: DistributionStats | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +94,7 @@ class PaneNotice:
     message: str
 
 
-ComparedEvent = ComparedToken | ComparedDone | ReverseScored | PaneNotice
+ComparedEvent = ComparedToken | ComparedDone | ReverseScored | PaneNotice | PaneFailed
 
 
 class _Recording:
@@ -103,6 +122,8 @@ class _Recording:
 class _PaneState:
     def __init__(self, scorer: LogitsBackend | None) -> None:
         self.scorer = scorer
+        self.running = False  # generating in this action (not done, not failed)
+        self.branch = None  # the transcript Branch being written
         self.prompt: list[int] = []
         self.tokens: list[int] = []
         self.shared = True  # the prefix so far is the reference pane's own
@@ -133,6 +154,7 @@ class ComparedSession:
         reuse_reference: bool = True,
         overlap: bool = True,
         batch: bool = True,
+        transcript: Transcript | None = None,
     ) -> None:
         if not panes:
             raise BadInput("a comparison needs at least one model besides the reference")
@@ -159,7 +181,8 @@ class ComparedSession:
         if reference is not None:
             self._recorders[0].feed_with = self._feed_reference
         self._offset = 0 if reference is not None else 1  # session pane -> user pane
-        self.session = ChatSession(self._recorders, sampling, system)
+        self.session = ChatSession(self._recorders, sampling, system, transcript)
+        self._scorers_dropped: str | None = None  # why the reference is gone, when it is
         self._scorers: list[LogitsBackend | None] = [None]
         ref_fp = reference.tokenizer.fingerprint() if reference is not None else None
         for i, b in enumerate(panes, start=1):
@@ -181,6 +204,21 @@ class ComparedSession:
     def sampling(self) -> SamplingConfig:
         return self.session.sampling
 
+    @sampling.setter
+    def sampling(self, value: SamplingConfig) -> None:
+        self.session.sampling = value
+
+    @property
+    def transcript(self) -> Transcript:
+        """Turns and branches in session pane numbers (the user's pane minus
+        one when the reference failed to load)."""
+        return self.session.transcript
+
+    @property
+    def offset(self) -> int:
+        """User pane = session pane + offset (1 when there is no reference)."""
+        return self._offset
+
     def close_scorers(self) -> None:
         self._leave_batch()
         if self._pool is not None:
@@ -195,8 +233,78 @@ class ComparedSession:
         """Run ``prompt`` on every model; yield tokens with their agreement."""
         yield from self.notices
         self.notices = []
+        yield from self.run(self.session.start_turn(prompt), cancel)
+
+    def regenerate(self, cancel: threading.Event | None = None) -> Iterator[ComparedEvent]:
+        """The last turn again on every pane (new branches, the next seed)."""
+        yield from self.run(self.session.start_regenerate(), cancel)
+
+    def branch(
+        self, pane: int, index: int, token: int, cancel: threading.Event | None = None,
+        kind: str = "alternative",
+    ) -> Iterator[ComparedEvent]:
+        """Continue pane ``pane``'s last reply from ``token`` at position ``index``."""
+        job = self.session.start_branch(pane - self._offset, index, token, kind)
+        yield from self.run([job], cancel)
+
+    def follow_reference(
+        self, pane: int, index: int, cancel: threading.Event | None = None
+    ) -> Iterator[ComparedEvent]:
+        """Force pane ``pane`` onto the reference's top-1 at ``index`` and continue."""
+        a = self.reference_choice(pane, index)
+        yield from self.branch(pane, index, a, cancel, kind="follow")
+
+    def reference_choice(self, pane: int, index: int) -> int:
+        """The reference's top-1 at token ``index`` of pane ``pane``'s shown
+        last reply; BadInput where it is the pane's own token or unknown."""
+        turn = self.session.transcript.last
+        if turn is None or pane < 1 or pane - self._offset >= len(turn.panes):
+            raise BadInput("following the reference needs a compared pane's reply")
+        branch = turn.panes[pane - self._offset].current
+        if not 0 <= index < len(branch.tokens):
+            raise BadInput(f"the reply has {len(branch.tokens)} tokens; there is no token {index}")
+        a = branch.agreements[index] if index < len(branch.agreements) else None
+        if a is None:
+            raise BadInput("this pane has no agreement statistics to follow")
+        if a.ref_top_id == branch.tokens[index].token_id:
+            raise BadInput("here the pane already took the reference's token")
+        return a.ref_top_id
+
+    def select_branch(self, pane: int, branch: int, turn: int = -1) -> None:
+        self.session.select_branch(pane - self._offset, branch, turn)
+
+    def new_chat(self) -> None:
+        self.session.new_chat()
+
+    def detach(self, pane: int, reason: str) -> None:
+        """Pane ``pane``'s model is gone; a reply in flight ends at its next
+        token. The reference gone ends every pane's agreement (the scorers run
+        its weights). Safe to call from another thread."""
+        if pane == 0 and self.reference is not None:
+            self._scorers_dropped = reason
+            self.session.detach(0, reason)
+        elif pane - self._offset >= 0:
+            self.session.detach(pane - self._offset, reason)
+
+    def run(self, jobs: list[PaneJob], cancel: threading.Event | None = None) -> Iterator[ComparedEvent]:
+        """Run planned jobs (``ChatSession.start_*``) with live agreement."""
         n = len(self._scorers)
         states = [_PaneState(self._scorers[i]) for i in range(n)]
+        for job in jobs:
+            st = states[job.pane + self._offset]
+            st.running, st.branch = True, job.branch
+            st.prompt = list(job.prompt_ids)
+            st.tokens = list(job.prefix)
+            st.values = job.branch.agreements  # the prefix's agreement is kept
+        turn = self.session.transcript.last
+        for i, st in enumerate(states):
+            # A pane this action does not run keeps its shown reply to the
+            # turn: the reverse score pairs it with the panes that do run.
+            shown = turn.panes[i - self._offset].current if turn and i >= self._offset else None
+            if not st.running and shown is not None and shown.reply is not None:
+                st.branch = shown
+                st.prompt, st.tokens = list(shown.prompt_ids), shown.token_ids
+                st.done = ComparedDone(i, shown.reply, shown.prompt_ids, shown.summary)
         ref_logits: dict[int, np.ndarray] = {}  # the reference pane's logits per step
         if self.overlap and self._pool is None and any(self._scorers):
             self._pool = ThreadPoolExecutor(
@@ -205,46 +313,99 @@ class ComparedSession:
             )
         self._states = states
         try:
-            yield from self._send(prompt, cancel, states, ref_logits)
+            yield from self._run(jobs, cancel, states, ref_logits)
         finally:
             self._leave_batch()
             for st in states:  # never leave a scorer running past the reply
-                self._settle(st)
+                self._settle_quietly(st)
             self._states = []
 
-    def _send(self, prompt, cancel, states, ref_logits) -> Iterator[ComparedEvent]:
+    def _run(self, jobs, cancel, states, ref_logits) -> Iterator[ComparedEvent]:
         ref_state = states[0]
-        for ev in self.session.send(prompt, cancel):
+        k_top = self.session.sampling.stats_top_k
+        for ev in self.session.run(jobs, cancel):
+            if self._scorers_dropped is not None and any(st.scorer for st in states):
+                yield from self._drop_scorers(states)
             pane = ev.pane + self._offset
             st = states[pane]
             if isinstance(ev, PaneToken):
                 logits = self._recorders[ev.pane].last
-                if not st.tokens and not st.prompt:
-                    st.prompt = list(self.session.prompt_ids(ev.pane, prompt))
-                a = None
+                a = top = None
                 if pane == 0:
                     ref_logits[len(st.tokens)] = logits
                 elif st.scorer is not None:
-                    ref = self._ref_logits(st, ref_state, ref_logits)
-                    a = agreement(ref, logits, ev.event.token_id)
-                    st.values.append(a)
+                    try:
+                        ref = self._ref_logits(st, ref_state, ref_logits)
+                    except Exception as e:  # the pane goes on without agreement
+                        yield self._scorer_failed(st, pane, e)
+                    else:
+                        a = agreement(ref, logits, ev.event.token_id)
+                        top = token_distribution(ref, k_top)[0]
+                st.values.append(a)
+                st.branch.ref_top.append(top)
                 st.tokens.append(ev.event.token_id)
                 if pane != 0 and st.scorer is not None and not ev.event.is_end:
-                    self._step_ahead(st, ref_state)
+                    try:
+                        self._step_ahead(st, ref_state)
+                    except Exception as e:
+                        yield self._scorer_failed(st, pane, e)
                 self._prune(states, ref_logits)
-                yield ComparedToken(pane, ev.event, a)
+                yield ComparedToken(pane, ev.event, a, top)
             elif isinstance(ev, PaneDone):
-                self._settle(st)
+                self._settle_quietly(st)
+                st.running = False
                 st.prompt = list(ev.prompt_ids)
+                scored = [(a, t) for a, t in zip(st.values, st.tokens) if a is not None]
                 summary = (
-                    summarize_reply(st.values, st.tokens) if st.scorer is not None else None
+                    summarize_reply([a for a, _ in scored], [t for _, t in scored])
+                    if pane != 0 and scored else None
                 )
+                st.branch.summary = summary
                 st.done = ComparedDone(pane, ev.reply, ev.prompt_ids, summary)
                 yield st.done
                 if pane == 0:
                     ref_logits.clear()  # not needed past the reply
                 if self.reverse and self.reference is not None:
                     yield from self._reverse(states, pane)
+            elif isinstance(ev, PaneFailed):
+                self._settle_quietly(st)
+                st.running = False
+                if pane == 0:
+                    ref_logits.clear()
+                yield PaneFailed(pane, ev.message)
+
+    def _scorer_failed(self, st: _PaneState, pane: int, e: Exception) -> PaneNotice:
+        log.warning("the reference's scorer for pane %d failed", pane, exc_info=True)
+        self._settle_quietly(st)
+        self._leave_batch_quietly()
+        self._scorers[pane] = st.scorer = None  # closed with the others at the end
+        return PaneNotice(pane, f"agreement with the reference stopped: {error_message(e)}")
+
+    def _drop_scorers(self, states: list[_PaneState]) -> Iterator[PaneNotice]:
+        self._leave_batch_quietly()
+        for i, st in enumerate(states):
+            if st.scorer is None:
+                continue
+            self._settle_quietly(st)
+            try:
+                st.scorer.close()
+            except Exception:
+                log.warning("closing a scorer failed", exc_info=True)
+            self._scorers[i] = st.scorer = None
+            yield PaneNotice(i, f"no agreement from here on: {self._scorers_dropped}")
+
+    def _settle_quietly(self, st: _PaneState) -> None:
+        try:
+            self._settle(st)
+        except Exception:  # it failed in its worker; the next step says so
+            log.warning("a scorer step failed", exc_info=True)
+
+    def _leave_batch_quietly(self) -> None:
+        try:
+            self._leave_batch()
+        except Exception:
+            self._batch = None
+            log.warning("leaving a batch failed", exc_info=True)
 
     def _ref_logits(self, st: _PaneState, ref: _PaneState, ref_logits: dict[int, np.ndarray]):
         k = len(st.tokens)
@@ -276,7 +437,7 @@ class ComparedSession:
         k = len(st.tokens)
         will_share = (
             st.shared and self.reuse_reference and st.prompt == ref.prompt
-            and ref.tokens[k - 1 : k] == st.tokens[k - 1 : k] and ref.done is None
+            and ref.tokens[k - 1 : k] == st.tokens[k - 1 : k] and ref.running
         )
         if will_share:
             return
@@ -294,7 +455,7 @@ class ComparedSession:
         pane's next (batched) feed, if the reference pane will step again and
         the backend can batch. The scorer first holds the prefix before it."""
         reference = self.reference
-        if not self.batch or ref.done is not None or not hasattr(reference, "can_batch_with"):
+        if not self.batch or not ref.running or not hasattr(reference, "can_batch_with"):
             return False
         before = st.prompt + st.tokens[:-1]
         self._start_from_reference(st.scorer, before)
@@ -319,7 +480,7 @@ class ComparedSession:
         """The reference pane's own step, with every queued scorer step in the
         same forward pass."""
         reference = self.reference
-        rows = [st for st in self._states[1:] if st.queued is not None]
+        rows = [st for st in self._states[1:] if st.queued is not None and st.scorer is not None]
         if len(ids) != 1 or not rows:
             self._leave_batch()
             return reference.feed(ids)
@@ -370,17 +531,25 @@ class ComparedSession:
             return
         for i in todo:
             st = states[i]
-            if st.done is None or st.scorer is None:
+            if st.done is None or st.scorer is None or (i - self._offset) in self.session.detached:
                 continue
             pane_backend = self._recorders[i - self._offset].backend
             if len(ids) > min(pane_backend.n_ctx, st.scorer.n_ctx):
                 continue
-            base = st.scorer.score(ids)[first:-1]
-            q = pane_backend.score(ids)[first:-1]  # resets its cache; the next turn refills it
+            try:
+                base = st.scorer.score(ids)[first:-1]
+                q = pane_backend.score(ids)[first:-1]  # resets its cache; the next turn refills it
+            except Exception as e:  # a figure is missing; the chat goes on
+                log.warning("the reverse score of pane %d failed", i, exc_info=True)
+                yield PaneNotice(i, f"the reference's reply could not be scored: {error_message(e)}")
+                continue
             stats = position_stats(base, q, np.asarray(ref.done.reply.token_ids))
-            yield ReverseScored(i, summarize(
+            report = summarize(
                 stats, model=pane_backend.name, reference=self.reference.name, windows=1
-            ))
+            )
+            if st.branch is not None:
+                st.branch.reverse = report
+            yield ReverseScored(i, report)
 
 
 def open_compared_session(

@@ -25,6 +25,10 @@ class ModelFacts:
     memory_bytes: int
     dtype_reason: str = ""
     quantization: dict = field(default_factory=dict)
+    # The quantized file these dense weights were dequantized from, in words
+    # ("Q4_1 GGUF SmolLM2-135M-Instruct.Q4_1.gguf"); None for weights that were
+    # never quantized. Quantizing such a model again starts from quantized weights.
+    derived_from_quantized: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -62,21 +62,40 @@ def open_model(
     if backend == "llamacpp":
         if ref.kind != "gguf":
             raise BadInput(f"{ref.text}: the llama.cpp backend needs a .gguf file")
-        return _open_llamacpp(ref, n_ctx)
+        return _open_llamacpp(ref, n_ctx, progress)
     path = local_folder(ref, progress)
     if ref.kind == "gguf":
         path = _dense_copy_of_gguf(ref.path, progress)
-    return _open_hf(ref, path, dtype, trust_remote_code)
+    loaded = _open_hf(ref, path, dtype, trust_remote_code)
+    if ref.kind in ("gguf", "demo", "hf"):
+        loaded.facts = _with_quantized_source(loaded.facts, path)
+    return loaded
+
+
+# Bumped when the dense copy of a GGUF file changes, so older copies are remade.
+DENSE_COPY_FORMAT = 2
 
 
 def _dense_copy_of_gguf(gguf_path: Path, progress: ProgressFn | None) -> Path:
-    """A GGUF file for the transformers backend: dequantized once into a dense folder."""
+    """A GGUF file for the transformers backend: dequantized once into a dense folder,
+    keyed by the file's identity (path, size, modification time)."""
     from qdesk.core.models.dense_folder import materialize_gguf
 
     st = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    identity = f"{gguf_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{DENSE_COPY_FORMAT}"
+    key = hashlib.sha256(identity.encode())
     target = data_dir() / "converted" / f"{gguf_path.stem}-{key.hexdigest()[:12]}"
     return materialize_gguf(gguf_path, target, progress)
+
+
+def _with_quantized_source(facts: ModelFacts, path: Path) -> ModelFacts:
+    """Say so in the facts when a dense folder was dequantized from a quantized GGUF."""
+    import dataclasses
+
+    from qdesk.core.models.dense_folder import quantized_source
+
+    note = quantized_source(path)
+    return dataclasses.replace(facts, derived_from_quantized=note) if note else facts
 
 
 def _check_fits(name: str, need: int, device: str) -> None:
@@ -122,18 +141,11 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
     from qdesk.core.models.safetensors_check import read_safetensors_header
 
     raw = _read_config(path)
-    model_type = raw.get("model_type")
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not (
-        trust_remote_code and "auto_map" in raw
-    ):
-        raise BadInput(
-            f"{ref.text}: unsupported architecture '{model_type}' "
-            "(not a causal language model that transformers knows)"
-        )
+    _check_architecture(ref, raw, trust_remote_code, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
     try:
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:
-        raise BadInput(f"{ref.text}: config.json cannot be used ({e})") from None
+        raise BadInput(f"{ref.text}: config.json cannot be used ({_one_line(e)})") from None
     files = _weight_files(path)
     records = {}
     for f in files:
@@ -148,22 +160,29 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
         hidden=hidden, intermediate=inter, layers=int(getattr(config, "num_hidden_layers", 1)),
         kv_width=kv_heads * head_dim, vocab=int(getattr(config, "vocab_size", 0) or 32000),
     )
-    placement = choose_placement(shape, dtype)
-    n_params = sum(_numel(r["shape"]) for r in records.values())
+    packed = _packed_plan(path, files, records, raw, config, shape, dtype, trust_remote_code)
+    placement = packed.placement if packed else choose_placement(shape, dtype)
+    n_params = sum(_numel(r["shape"]) for r in records.values()) - _tied_copy(records, config)
     if ref.kind == "qdesk":
         quant, n_params = _qdesk_quantization(path, quant, n_params)
     bytes_per = 2 if placement.dtype in ("bfloat16", "float16") else 4
     # A qdesk checkpoint is dequantized while loading: it takes dense memory.
     weights = (sum(os.path.getsize(f) for f in files) if quant and ref.kind != "qdesk"
                else n_params * bytes_per)
-    _check_fits(ref.display_name, int(weights * 1.15) + 256 * 2**20, placement.device)
+    if packed:  # its Linears stay packed (qdesk.core.packed)
+        weights = packed.memory_bytes
+    # Besides the weights: the logits of one 512-token scoring forward (qdesk
+    # compare's default window) and their float32 copy, 1 GiB at Gemma 3's 262k
+    # vocabulary, 0.2 at the demo's 49k.
+    logits = 2 * 512 * shape.vocab * 4
+    _check_fits(ref.display_name, int(weights * 1.15) + logits + 256 * 2**20, placement.device)
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:
-        raise BadInput(f"{ref.text}: its tokenizer cannot be loaded ({e})") from None
+        raise BadInput(f"{ref.text}: its tokenizer cannot be loaded ({_one_line(e)})") from None
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = packed.load() if packed else AutoModelForCausalLM.from_pretrained(
             str(path),
             dtype=getattr(torch, placement.dtype),
             device_map=placement.device,
@@ -173,7 +192,9 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
     except torch.OutOfMemoryError:
         raise OutOfResources(f"{ref.text}: out of {placement.device} memory while loading") from None
     except Exception as e:
-        raise BadInput(f"{ref.text}: transformers cannot load it ({type(e).__name__}: {e})") from None
+        raise BadInput(
+            f"{ref.text}: transformers cannot load it ({type(e).__name__}: {_one_line(e)})"
+        ) from None
     model.eval()
     gen_eos = getattr(model.generation_config, "eos_token_id", None)
     gen_eos = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
@@ -195,9 +216,65 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
         device=placement.device,
         memory_bytes=int(model.get_memory_footprint()),
         dtype_reason=placement.reason,
-        quantization=quant,
+        quantization={**quant, **packed.facts()} if packed else quant,
     )
     return LoadedModel(HFBackend(model, chat_tok, name, n_ctx), facts, model, tokenizer)
+
+
+def _packed_plan(path, files, records, raw, config, shape, dtype, trust_remote_code):
+    """A compressed-tensors checkpoint keeps its Linears packed (QuantLinear);
+    None loads it dequantized, as before."""
+    if trust_remote_code or not raw.get("quantization_config"):
+        return None
+    from qdesk.core.packed import plan_packed_load
+
+    return plan_packed_load(path, files, records, raw, config, shape, dtype)
+
+
+def _check_architecture(ref: ModelRef, raw: dict, trust_remote_code: bool, known) -> None:
+    """A model_type transformers has a causal LM for, or remote code the user
+    allowed; otherwise one line naming the architecture and why."""
+    model_type = raw.get("model_type")
+    if model_type in known:
+        return
+    remote = raw.get("auto_map")
+    if remote and trust_remote_code:
+        return
+    import transformers
+
+    names = raw.get("architectures")
+    arch = f" ({', '.join(map(str, names))})" if isinstance(names, list) and names else ""
+    if remote:
+        raise BadInput(
+            f"{ref.text}: architecture '{model_type}'{arch} is not part of transformers "
+            f"{transformers.__version__}; the model ships its own Python code (auto_map), which "
+            "qdesk runs only when asked (--trust-remote-code of info, chat and compare), for "
+            "models you trust"
+        )
+    if not model_type:
+        raise BadInput(f"{ref.text}: config.json names no model_type (not a transformers model)")
+    raise BadInput(
+        f"{ref.text}: unsupported architecture '{model_type}'{arch}: transformers "
+        f"{transformers.__version__} has no causal language model of that type"
+    )
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    """A library's exception text as one line (errors are one line on stderr)."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _tied_copy(records: dict, config) -> int:
+    """Parameters of an output head stored beside the embedding it is tied to
+    (some exporters write both): loaded once, counted once."""
+    if not getattr(config, "tie_word_embeddings", False) or "lm_head.weight" not in records:
+        return 0
+    head = records["lm_head.weight"]["shape"]
+    if any(n != "lm_head.weight" and "embed" in n and r["shape"] == head
+           for n, r in records.items()):
+        return _numel(head)
+    return 0
 
 
 def _qdesk_quantization(path: Path, quant: dict, n_params: int) -> tuple[dict, int]:
@@ -219,6 +296,7 @@ def _qdesk_quantization(path: Path, quant: dict, n_params: int) -> tuple[dict, i
         "bits_per_weight": recipe.get("bits_per_weight"),
         "calibration": recipe.get("calibration"),
         "source": recipe.get("source"),
+        "self_check": recipe.get("self_check"),  # the job's end-to-end check, if it ran
     }
     return summary, int(recipe.get("parameters") or n_params)
 
@@ -230,23 +308,26 @@ def _numel(shape) -> int:
     return n
 
 
-def _open_llamacpp(ref: ModelRef, n_ctx: int | None) -> LoadedModel:
+def _open_llamacpp(ref: ModelRef, n_ctx: int | None, progress: ProgressFn | None = None) -> LoadedModel:
     from qdesk.core.chat.llamacpp_backend import (
         DEFAULT_N_CTX,
         LlamaCppBackend,
         gpu_offload_available,
     )
-    from qdesk.core.models.gguf_dense import read_header
+    from qdesk.core.models.gguf_header import read_header
+    from qdesk.core.models.gguf_probe import ensure_probed
 
     header = read_header(ref.path)  # validates the untrusted header before llama.cpp reads it
     ctx = n_ctx or min(header.context_length, DEFAULT_N_CTX)
-    kv_dim = header.n_kv_heads * header.head_dim
-    kv_bytes = 2 * header.n_layers * ctx * kv_dim * 2
+    kv_bytes = header.kv_cache_bytes(ctx)
     file_bytes = os.path.getsize(ref.path)
     device = "cuda" if gpu_offload_available() else "cpu"
     _check_fits(ref.display_name, file_bytes + kv_bytes + 128 * 2**20, device)
     n_params = header.n_parameters
     types = sorted(set(header.tensor_types.values()))
+    # A test load in a child process first: a file that crashes llama.cpp ends that
+    # process, not this one.
+    ensure_probed(ref.path, gpu_offload=device == "cuda", progress=progress)
     backend = LlamaCppBackend(ref.path, ref.display_name, header.chat_template, n_ctx=ctx)
     facts = ModelFacts(
         name=ref.display_name,

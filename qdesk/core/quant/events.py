@@ -36,6 +36,15 @@ class LayerQuantized(_Event):
 
 
 @dataclass(frozen=True)
+class LayerSensitivity(_Event):
+    """The sensitivity search's measurement of one Linear: its relative output
+    error when rounded (RTN, no clipping) at each width the search may give it."""
+
+    name: str
+    errors: tuple[tuple[int, float], ...]  # (bits, rel_error), bits increasing
+
+
+@dataclass(frozen=True)
 class LayerKept(_Event):
     name: str
     reason: str
@@ -44,6 +53,32 @@ class LayerKept(_Event):
 @dataclass(frozen=True)
 class SavingCheckpoint(_Event):
     path: str
+
+
+@dataclass(frozen=True)
+class SelfCheck(_Event):
+    """The quantized model against the original on held-out text (never the
+    calibration text), after the last layer: the end-to-end check the per-layer
+    errors cannot give (they do not see a wrong fold or a broken layer walk).
+
+    mean_kld: llama.cpp's mean KL(original || quantized) in nats over the scored
+    positions (second half of each window); same_top_p: the fraction of them
+    where both models' top-1 agree; rtn_mean_kld: plain RTN of the same format
+    on the same windows (None when not measured: the method is RTN).
+    plausible is False, with ``warning`` saying why, when the result is worse
+    than that RTN or beyond what a working quantization of any width measured."""
+
+    text: str
+    windows: int
+    tokens: int
+    mean_kld: float
+    same_top_p: float
+    rtn_mean_kld: float | None
+    seconds: float
+    plausible: bool
+    warning: str | None = None
+    rtn_same_top_p: float | None = None
+    kld_limit: float = 0.0  # the mean KLD above which a result counts as broken
 
 
 @dataclass(frozen=True)
@@ -59,3 +94,7 @@ class QuantizeSummary(_Event):
     calibration_hash: str
     output_dir: str | None
     peak_memory_bytes: int
+    check: SelfCheck | None = None  # None: not run (no tokenizer, or switched off)
+    # What the source's weights were quantized as before (e.g. "GGUF Q4_1"): the
+    # result then starts from quantized weights, not the original ones.
+    source_quantization: str | None = None

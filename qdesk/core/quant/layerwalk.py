@@ -25,19 +25,65 @@ class StopForward(Exception):
     pass
 
 
+def _layer_count(model) -> int:
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", None) if config is not None else None
+    for c in (config, text):
+        n = getattr(c, "num_hidden_layers", None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return 0
+
+
+def _has_weights(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Linear) for m in module.modules()) or any(
+        p.ndim >= 2 for p in module.parameters()
+    )
+
+
 def decoder_layers(model) -> nn.ModuleList:
-    inner = getattr(model, "model", None)
-    layers = getattr(inner, "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise BadInput(f"{type(model).__name__}: no decoder layers found (model.model.layers)")
-    return layers
+    """The decoder's list of layers, found by what it is, not where Llama keeps it:
+    the ``layers`` of ``model.get_decoder()`` when that is such a list (Llama,
+    Gemma, Phi-3, Qwen, and the language model inside multimodal wrappers),
+    otherwise the one ModuleList of ``num_hidden_layers`` modules of one class
+    that hold weights (GPT-2's ``transformer.h``, GPT-NeoX's ``layers``)."""
+    n = _layer_count(model)
+
+    def is_stack(m) -> bool:
+        return (isinstance(m, nn.ModuleList) and len(m) > 0 and (n == 0 or len(m) == n)
+                and len({type(x) for x in m}) == 1 and _has_weights(m[0]))
+
+    decoder = None
+    if hasattr(model, "get_decoder"):
+        try:
+            decoder = model.get_decoder()
+        except Exception:  # transformers raises for models it cannot tell
+            decoder = None
+    if decoder is not None and is_stack(getattr(decoder, "layers", None)):
+        return decoder.layers
+    stacks = [m for _, m in model.named_modules() if is_stack(m)]
+    if n and stacks:
+        # Several candidates (experts in a list as long as the stack): the outermost.
+        return stacks[0]
+    raise BadInput(
+        f"{type(model).__name__}: no stack of decoder layers found "
+        f"(looked for a list of {n or 'its'} layers under the decoder)"
+    )
 
 
 def layer_prefix(model, layers: nn.ModuleList) -> str:
     for name, module in model.named_modules():
         if module is layers:
             return name
-    return "model.layers"
+    raise BadInput(f"{type(model).__name__}: its decoder layers are not part of the model")
+
+
+def layer_owner(model, layers: nn.ModuleList) -> nn.Module:
+    """The module that runs the layers (embeddings -> layers -> final norm):
+    what the calibration forward calls, without the output head."""
+    prefix = layer_prefix(model, layers)
+    owner = prefix.rpartition(".")[0]
+    return model.get_submodule(owner) if owner else model
 
 
 def linear_widths(model) -> dict[str, int]:
@@ -91,32 +137,64 @@ def run_layer(layer: nn.Module, x: torch.Tensor, kwargs: dict) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
+# What a decoder layer's call carries that the walk must not pass on: the KV
+# cache (transformers 5.24 names it ``cache``; earlier ``past_key_values``).
+_CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")
+
+
+def _layer_kwargs(kw: dict) -> dict:
+    out = {k: v for k, v in kw.items() if k != "hidden_states" and k not in _CACHE_KWARGS}
+    out["use_cache"] = False
+    return out
+
+
 def capture_inputs(model, layers, input_ids: torch.Tensor, device, dtype=None) -> Iterator:
-    """Yield progress; finally yield (inputs, kwargs) of decoder layer 0, in ``dtype``."""
+    """Yield progress; finally yield (inputs, kwargs): the inputs of decoder layer 0
+    (one (1, T, hidden) tensor per sample, in ``dtype``) and one kwargs dict per
+    layer.
+
+    Each layer keeps its own kwargs because they differ between layers: Gemma 2/3
+    give sliding-window layers another attention mask, and Gemma 3 another
+    rotary embedding, than global ones. The first sample runs through every
+    layer to record them; the others stop at layer 0. All samples have the same
+    length, so the recorded masks and positions hold for every one."""
     inputs: list[torch.Tensor] = []
-    kwargs: dict = {}
+    per_layer: list[dict | None] = [None] * len(layers)
 
-    def hook(module, args, kw):
-        x = args[0] if args else kw["hidden_states"]
-        inputs.append(x.detach().to(dtype or x.dtype))
-        if not kwargs:
-            kwargs.update({k: v for k, v in kw.items() if k != "hidden_states"})
-        raise StopForward
+    def make_hook(i: int):
+        def hook(module, args, kw):
+            if len(args) > 1:
+                raise BadInput(
+                    f"{type(module).__name__} is called with positional arguments besides "
+                    "the hidden states; qdesk's layer walk cannot replay them"
+                )
+            if i == 0:
+                x = args[0] if args else kw["hidden_states"]
+                inputs.append(x.detach().to(dtype or x.dtype))
+            if per_layer[i] is None:
+                per_layer[i] = _layer_kwargs(kw)
+            elif i == 0:
+                raise StopForward  # kwargs known for every layer: layer 0's input suffices
 
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+        return hook
+
+    owner = layer_owner(model, layers)
+    handles = [layer.register_forward_pre_hook(make_hook(i), with_kwargs=True)
+               for i, layer in enumerate(layers)]
     try:
         for i, ids in enumerate(input_ids):
             try:
-                model.model(input_ids=ids.unsqueeze(0).to(device), use_cache=False)
+                owner(input_ids=ids.unsqueeze(0).to(device), use_cache=False)
             except StopForward:
                 pass
             yield CalibrationProgress("capture", i + 1, len(input_ids))
     finally:
-        handle.remove()
-    kwargs.pop("past_key_values", None)
-    kwargs.pop("past_key_value", None)
-    kwargs["use_cache"] = False
-    yield (inputs, cast_kwargs(kwargs, dtype) if dtype is not None else kwargs)
+        for h in handles:
+            h.remove()
+    if any(kw is None for kw in per_layer):
+        raise BadInput(f"{type(model).__name__}: the forward pass skipped some decoder layers")
+    kwargs = [cast_kwargs(kw, dtype) if dtype is not None else kw for kw in per_layer]
+    yield (inputs, kwargs)
 
 
 def gather_stats(layer, names, want_hessian, inputs, kwargs, tokens_total):

@@ -19,7 +19,8 @@ from qdesk.core.quant.rtn import quantize_output_clipped, quantize_rtn
 @dataclass(frozen=True)
 class Method:
     """quantize(w (out, in), config, stats) -> QuantizedWeight; ``prepare_layer``
-    may transform a whole decoder layer first (AWQ's scale folding)."""
+    (layer, configs, stats, family) may transform a whole decoder layer first
+    (AWQ's scale folding, as the family's layout describes it)."""
 
     quantize: Callable[..., QuantizedWeight]
     needs_hessian: bool = False

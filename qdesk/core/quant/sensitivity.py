@@ -14,7 +14,7 @@ import logging
 from dataclasses import replace
 
 from qdesk.core.quant.configs import BITS, QuantConfig, RTNConfig
-from qdesk.core.quant.events import CalibrationProgress
+from qdesk.core.quant.events import CalibrationProgress, LayerSensitivity
 from qdesk.core.quant.layerwalk import (
     capture_inputs,
     fast_compute_dtype,
@@ -36,7 +36,8 @@ def _bits_cost(config: QuantConfig, numel: int, in_features: int) -> float:
 
 
 def sensitivity_configs(model, layers, prefix, config, plan, widths, numels, input_ids, device):
-    """Generator: yields progress, returns {name: config} (nothing kept)."""
+    """Generator: yields progress and one ``LayerSensitivity`` per Linear, returns
+    {name: config} (nothing kept)."""
     base = replace(plan, sensitivity=False).resolve(widths, config)
     levels = sorted(b for b in BITS if b >= config.bits)
     errors: dict[str, dict[int, float]] = {}
@@ -47,12 +48,12 @@ def sensitivity_configs(model, layers, prefix, config, plan, widths, numels, inp
             captured = item
         else:
             yield CalibrationProgress("sensitivity", item.done, item.total * 2)
-    inputs, kwargs = captured
+    inputs, kwargs = captured  # kwargs: one dict per layer
     for li, layer in enumerate(layers):
         names = [n for n in base if n.startswith(f"{prefix}.{li}.") and base[n] is not None]
         local = [n[len(f"{prefix}.{li}."):] for n in names]
         work = working_copy(layer, dtype)
-        stats = gather_stats(work, local, False, inputs, kwargs, int(input_ids.numel()))
+        stats = gather_stats(work, local, False, inputs, kwargs[li], int(input_ids.numel()))
         modules = dict(layer.named_modules())
         for full, n in zip(names, local):
             w = modules[n].weight.data
@@ -63,7 +64,8 @@ def sensitivity_configs(model, layers, prefix, config, plan, widths, numels, inp
                 qw: QuantizedWeight = quantize_rtn(w, probe)
                 deq = qw.dequantize(w.dtype)
                 errors[full][b] = relative_output_error(w, deq, stats[n].samples)
-        inputs = [run_layer(work, x, kwargs) for x in inputs]
+            yield LayerSensitivity(full, tuple(errors[full].items()))
+        inputs = [run_layer(work, x, kwargs[li]) for x in inputs]
         yield CalibrationProgress("sensitivity", len(input_ids) + li + 1,
                                   len(input_ids) + len(layers))
     del inputs

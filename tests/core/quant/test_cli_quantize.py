@@ -104,3 +104,122 @@ def test_rtn_clip_search_flag_reaches_the_recipe(tiny_folder, tmp_path, flags, e
     out = tmp_path / "q"
     assert _quantize(tiny_folder, out, "--method", "rtn", *flags) == 0
     assert json.loads((out / "qdesk.json").read_text())["config"]["clip_search"] is expected
+
+
+def test_the_self_check_closes_the_output(tiny_folder, tmp_path, capsys):
+    assert _quantize(tiny_folder, tmp_path / "q", "--method", "gptq", "--calib-samples", "16",
+                     "--calib-tokens", "64") == 0  # GPTQ on 128 tokens overfits: worse than RTN
+    err = capsys.readouterr().err.splitlines()
+    done = next(i for i, line in enumerate(err) if line.startswith("done: "))
+    assert err[done + 1].startswith("self-check on heldout (8 windows, 504 tokens, ")
+    assert "mean KLD" in err[done + 1] and "plain RTN of the same format" in err[done + 1]
+    assert main(["info", str(tmp_path / "q"), "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)["quantization"]["self_check"]
+    assert check["plausible"] and check["windows"] == 8
+
+
+def test_no_self_check_flag(tiny_folder, tmp_path, capsys):
+    assert _quantize(tiny_folder, tmp_path / "q", "--no-self-check", "--json") == 0
+    out = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert out[-1]["check"] is None and "SelfCheck" not in [e["event"] for e in out]
+
+
+def test_an_implausible_result_is_a_loud_line(tiny_folder, tmp_path, capsys, monkeypatch):
+    from qdesk.core.quant import selfcheck
+
+    monkeypatch.setattr(selfcheck, "KLD_LIMIT", 0.0)  # any result is "broken" now
+    assert _quantize(tiny_folder, tmp_path / "q", "--method", "hqq") == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("qdesk: WARNING: implausible result: mean KLD ")
+    assert json.loads((tmp_path / "q" / "qdesk.json").read_text())["self_check"]["plausible"] is False
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tiny_folder, tmp_path_factory):
+    from qdesk.core.models.hf_to_gguf import convert_hf_folder
+
+    return convert_hf_folder(tiny_folder, tmp_path_factory.mktemp("gguf") / "tiny-q8.gguf", "q8_0")
+
+
+def test_a_gguf_needs_from_quantized(tiny_gguf, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QDESK_DATA_DIR", str(tmp_path / "data"))  # its dense copy goes here
+    out = tmp_path / "q"
+    assert _quantize(tiny_gguf, out) == 2
+    err = capsys.readouterr().err
+    assert "is a Q8_0 GGUF file, already quantized; pass --from-quantized" in err
+    assert not out.exists() and not (tmp_path / "data").exists()  # refused before loading
+    assert _quantize(tiny_gguf, out, "--from-quantized", "--method", "hqq") == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"note: {tiny_gguf}: quantizing the dequantized dense copy")
+    assert err[-1] == "note: started from Q8_0 GGUF tiny-q8.gguf weights"
+    recipe = json.loads((out / "qdesk.json").read_text())
+    assert recipe["source_quantization"] == "Q8_0 GGUF tiny-q8.gguf"
+    assert recipe["self_check"]["plausible"]
+
+
+def test_the_core_refuses_a_dense_copy_of_a_quantized_file_unless_asked(tiny_folder):
+    import dataclasses
+
+    from quant_helpers import calib
+
+    from qdesk.core.errors import BadInput
+    from qdesk.core.models import open_model
+    from qdesk.core.quant.configs import make_config
+    from qdesk.core.quant.steps import run_quantize
+
+    loaded = open_model(str(tiny_folder), backend="hf")
+    loaded.facts = dataclasses.replace(loaded.facts, source="gguf",
+                                       derived_from_quantized="Q4_K GGUF x.gguf")
+    with pytest.raises(BadInput, match="was dequantized from a Q4_K GGUF x.gguf: .*--from-quantized"):
+        run_quantize(loaded, make_config("rtn"), None, calib(vocab=len(loaded.hf_tokenizer)))
+    result = run_quantize(loaded, make_config("rtn"), None, calib(vocab=len(loaded.hf_tokenizer)),
+                          from_quantized=True, check=None)
+    assert result.summary.source_quantization == "Q4_K GGUF x.gguf"
+
+
+def test_the_demo_needs_no_flag_and_says_where_its_weights_come_from():
+    from qdesk.cli.quantize import _SOURCE_NOTES, _source_quantization
+    from qdesk.core.models import resolve
+
+    assert _source_quantization(resolve("demo"), "demo", False) == "Q4_1 GGUF (the demo's shipped file)"
+    assert "4-bit group-32 grid" in _SOURCE_NOTES["demo"]
+
+
+def test_a_mixed_checkpoint_loads_and_is_refused_as_a_source(tiny_folder, tmp_path, capsys):
+    """Quantized attention, dense MLP (a plan keeps it): qdesk opens it with the
+    logits it had in memory, and will not quantize it again, with or without
+    its qdesk.json."""
+    import shutil
+
+    import torch
+    from quant_helpers import calib
+
+    from qdesk.core.errors import BadInput
+    from qdesk.core.models import open_model
+    from qdesk.core.quant.configs import make_config
+    from qdesk.core.quant.plans import PRESETS
+    from qdesk.core.quant.steps import run_quantize
+
+    loaded = open_model(str(tiny_folder), backend="hf", dtype="float32")
+    out = tmp_path / "mixed"
+    run_quantize(loaded, make_config("gptq", group_size=32), PRESETS["mlp-keep"],
+                 calib(8, 32, vocab=len(loaded.hf_tokenizer)), output_dir=out, check=None)
+    ids = loaded.hf_tokenizer("The capital of France is").input_ids
+    again = open_model(str(out), backend="hf", dtype="float32")
+    assert again.facts.quantization["plan"] == "mlp-keep"
+    torch.testing.assert_close(torch.as_tensor(again.backend.score(ids)),
+                               torch.as_tensor(loaded.backend.score(ids)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(BadInput, match="already quantized"):
+        run_quantize(again, make_config("rtn"), None, calib(vocab=len(loaded.hf_tokenizer)))
+    assert _quantize(out, tmp_path / "q2") == 2
+    assert "is a qdesk checkpoint, already quantized" in capsys.readouterr().err
+    plain = tmp_path / "ct"  # the same files without qdesk.json: a compressed-tensors folder
+    shutil.copytree(out, plain)
+    (plain / "qdesk.json").unlink()
+    assert _quantize(plain, tmp_path / "q3") == 2
+    assert "is already quantized (compressed-tensors)" in capsys.readouterr().err
+
+
+def test_from_quantized_on_a_plain_folder_is_bad_input(tiny_folder, tmp_path, capsys):
+    assert _quantize(tiny_folder, tmp_path / "q", "--from-quantized") == 2
+    assert "--from-quantized applies to a quantized .gguf file" in capsys.readouterr().err

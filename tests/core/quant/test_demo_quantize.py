@@ -31,7 +31,8 @@ def test_demo_gptq_checkpoint_round_trip(tmp_path):
     ids = loaded.hf_tokenizer("The capital of France is", return_tensors="pt").input_ids
     mine = loaded.backend.score(ids[0].tolist())
     assert resolve(str(out)).kind == "qdesk"
-    again = open_model(str(out), backend="hf")
+    # the same dtype as the model quantized in memory (a packed checkpoint picks its own)
+    again = open_model(str(out), backend="hf", dtype=loaded.facts.dtype)
     assert again.facts.quantization["method"] == "gptq"
     assert again.facts.quantization["bits_per_weight"] == pytest.approx(4.3125, abs=1e-3)
     assert_close(torch.as_tensor(again.backend.score(ids[0].tolist())), torch.as_tensor(mine),

@@ -7,6 +7,7 @@ import torch
 
 from qdesk.core.quant.awq import apply_awq
 from qdesk.core.quant.configs import AWQConfig, GPTQConfig, HQQConfig, RTNConfig
+from qdesk.core.quant.layouts import family_named
 from qdesk.core.quant.methods import quantize_weight
 from qdesk.core.quant.stats import InputStats, relative_output_error
 
@@ -84,7 +85,7 @@ def test_awq_scaling_keeps_the_float_function_and_helps():
     rtn_err = sum(relative_output_error(before[n], quantize_weight(
         before[n], RTNConfig(bits=3, group_size=32, clip_search=False)).dequantize(), x)
         for n in names)
-    chosen = apply_awq(layer, {n: cfg for n in names}, shared)
+    chosen = apply_awq(layer, {n: cfg for n in names}, shared, family_named("llama"))
     assert "input_layernorm" in chosen
     s = 1.0 / norm.weight.data  # x / s reaches the Linears now
     for n in names:  # the float function is unchanged: (x / s) (W s)^T = x W^T

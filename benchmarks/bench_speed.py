@@ -1,0 +1,323 @@
+"""Packed quantized weights against dense ones: kernels, decode speed, memory (issue 13).
+
+1. Kernels: one row (a decode step) and many (prefill) through each product
+   shape of the demo and of Llama-3.2-1B: torch's int4 op, its int8 op, a dense
+   matmul in bfloat16 and in float32, and the prefill path (dequantize, then a
+   dense bfloat16 matmul), median microseconds, one thread.
+2. The demo model on the transformers backend: dense (as ``open_model`` places
+   it) against a 4-bit group-64 symmetric checkpoint loaded packed (placed by
+   the same measured policy, for its own products): qdesk's generation with
+   every per-token statistic, decode tokens/s, runs alternating, medians; the
+   weights' resident bytes (``ModelFacts.memory_bytes``) and the process's
+   resident memory after loading each model alone (a child process each).
+3. A random-weight model of Llama-3.2-1B's shape, dense against 4-bit g64
+   packed (RTN of the same random weights), the same decode loop (statistics
+   on, no detokenizer: the vocabulary is random).
+
+Targets: demo >= 1.6x dense tokens/s and weights <= 0.45x; 1B shape >= 3x.
+
+    .venv/bin/python benchmarks/bench_speed.py [--runs 5] [--tokens 64] [--checkpoint DIR]
+        [--skip-kernels] [--skip-demo] [--skip-1b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROMPT = "Write a long, detailed story about a dragon who learns to bake bread."
+LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
+                max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=500000.0)
+
+
+def median_us(fn, reps: int = 30) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e6
+
+
+def bench_kernels() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from qdesk.core.packed import QuantLinear
+    from qdesk.core.quant.primitives import QuantizedWeight
+
+    torch.set_num_threads(1)
+    shapes = [(576, 576), (576, 1536), (1536, 576), (576, 49152), (2048, 2048), (2048, 8192),
+              (8192, 2048)]
+    print("\nkernels, one thread, median microseconds (speedup over dense bf16 / float32)")
+    print("| in -> out | rows | int4 g64 | int8 channel | dense bf16 | dense f32 |")
+    print("|---|---|---|---|---|---|")
+    g = torch.Generator().manual_seed(0)
+    for k, n in shapes:
+        q = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
+        qw4 = QuantizedWeight(q, (torch.rand(n, k // 64, generator=g) / 64).to(torch.bfloat16),
+                              None, 4, 64)
+        qw8 = QuantizedWeight(q, (torch.rand(n, 1, generator=g) / 64).to(torch.bfloat16),
+                              None, 8, -1)
+        l4 = QuantLinear(qw4, dtype=torch.bfloat16, kernel="int4")
+        l8 = QuantLinear(qw8, dtype=torch.bfloat16, kernel="int8")
+        wb = qw4.dequantize(torch.bfloat16)
+        wf = wb.float()
+        # 127 rows: the op's last; 128: dequantize + matmul (cpu_kernels.DENSE_FROM_ROWS)
+        for rows in (1, 2, 16, 127, 128) if n * k < 2e7 else (1, 2):
+            reps = 30 if rows <= 16 else 5
+            xb = torch.randn(rows, k, generator=g).to(torch.bfloat16)
+            xf = xb.float()
+            with torch.inference_mode():
+                t4 = median_us(functools.partial(l4, xb), reps)
+                t8 = median_us(functools.partial(l8, xb), reps)
+                tb = median_us(functools.partial(F.linear, xb, wb), reps)
+                tf = median_us(functools.partial(F.linear, xf, wf), reps)
+            print(f"| {k} -> {n} | {rows} | {t4:.0f} ({tb / t4:.1f}x / {tf / t4:.1f}x) | "
+                  f"{t8:.0f} ({tb / t8:.1f}x / {tf / t8:.1f}x) | {tb:.0f} | {tf:.0f} |")
+    torch.set_num_threads(torch.get_num_interop_threads())
+
+
+def decode_with_stats(backend, prompt_ids, n_tokens: int) -> float:
+    """Decode tokens/s of a greedy loop that computes every per-token statistic
+    (top-k, margin, entropy) as generation does, without a detokenizer."""
+    import numpy as np
+
+    from qdesk.core.chat.stats import token_distribution
+
+    backend.reset()
+    logits = backend.prefill(prompt_ids)
+    token_distribution(logits, 5)
+    tok = int(np.argmax(logits))
+    t = time.perf_counter()
+    for _ in range(n_tokens - 1):
+        logits = backend.feed([tok])
+        token_distribution(logits, 5)
+        tok = int(np.argmax(logits))
+    return (n_tokens - 1) / (time.perf_counter() - t)
+
+
+def qdesk_generation(backend, prompt_ids, n_tokens: int) -> float:
+    from qdesk.core.chat.events import ReplyDone, SamplingConfig
+    from qdesk.core.chat.generate import generate_steps
+
+    backend.reset()
+    done = None
+    for ev in generate_steps(backend, prompt_ids, SamplingConfig(max_new_tokens=n_tokens)):
+        if isinstance(ev, ReplyDone):
+            done = ev
+    return done.decode_tokens_per_second
+
+
+def resident_after_load(model: str) -> dict:
+    """Load ``model`` alone in a child process; its resident memory before and after."""
+    code = (
+        "import gc, json, sys\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/statm').read().split()[1]) * 4096\n"
+        "import torch, transformers  # noqa\n"
+        "from qdesk.core.models import open_model\n"
+        "from qdesk.core.threads import configure_openmp\n"
+        "configure_openmp()\n"
+        "before = rss()\n"
+        f"m = open_model({model!r}, backend='hf')\n"
+        "gc.collect()\n"
+        "print(json.dumps({'before': before, 'after': rss(), "
+        "'weights': m.facts.memory_bytes, 'dtype': m.facts.dtype}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def make_checkpoint(out: Path) -> Path:
+    from qdesk.core.models import open_model
+    from qdesk.core.quant.calibration import build_calibration
+    from qdesk.core.quant.configs import make_config
+    from qdesk.core.quant.steps import run_quantize
+
+    dense = open_model("demo", backend="hf")
+    calib = build_calibration("mix", dense.hf_tokenizer, samples=8, tokens=128)
+    run_quantize(dense, make_config("rtn", bits=4, group_size=64, symmetric=True), None, calib,
+                 output_dir=out)
+    dense.close()
+    return out
+
+
+def bench_demo(checkpoint: Path, runs: int, n_tokens: int) -> dict:
+    from qdesk.core.models import open_model
+
+    models = {"dense": open_model("demo", backend="hf"),
+              "4-bit g64 packed": open_model(str(checkpoint), backend="hf")}
+    prompt = models["dense"].backend.tokenizer.encode_chat([{"role": "user", "content": PROMPT}])
+    rates = {k: [] for k in models}
+    for m in models.values():  # warm-up
+        qdesk_generation(m.backend, prompt, 8)
+    for _ in range(runs):
+        for k, m in models.items():
+            rates[k].append(qdesk_generation(m.backend, prompt, n_tokens))
+    facts = {k: m.facts for k, m in models.items()}
+    for m in models.values():
+        m.close()
+    del models
+    gc.collect()
+    memory = {"dense": resident_after_load("demo"),
+              "4-bit g64 packed": resident_after_load(str(checkpoint))}
+    return {"rates": rates, "facts": facts, "memory": memory}
+
+
+def bench_fidelity(checkpoint: Path, windows: int = 8, ctx: int = 256) -> dict:
+    """What the packed model's compute dtype costs in agreement: the packed model
+    (its own dtype) against the same checkpoint computed exactly in float32
+    (dequantized weights), on the built-in held-out text."""
+    from qdesk.core.compare.divergence import DivergenceDone, divergence_steps
+    from qdesk.core.compare.texts import encode_text, load_text
+    from qdesk.core.models import open_model
+
+    exact = open_model(str(checkpoint), backend="hf", dtype="float32")
+    packed = open_model(str(checkpoint), backend="hf")
+    ids, bos = encode_text(exact.backend.tokenizer, load_text("heldout")[1])
+    report = None
+    for ev in divergence_steps(exact.backend, [packed.backend], ids, ctx=ctx, chunks=windows,
+                               bos_id=bos):
+        if isinstance(ev, DivergenceDone):
+            report = ev.reports[0]
+    out = {"dtype": packed.facts.dtype, "mean_kld": report.mean_kld,
+           "same_top_p": report.same_top_p, "windows": windows, "ctx": ctx}
+    exact.close()
+    packed.close()
+    return out
+
+
+def random_llama_1b(dtype_name: str):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import initialization as init
+
+    config = LlamaConfig(**LLAMA_1B)
+    with init.no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype_name))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    model.tie_weights()
+    return model.eval()
+
+
+def bench_1b(runs: int, n_tokens: int) -> dict:
+    import torch
+
+    from qdesk.core.chat.hf_backend import HFBackend
+    from qdesk.core.models.device import DecodeShape, choose_placement
+    from qdesk.core.packed import pack_linears, packed_placement
+    from qdesk.core.quant.primitives import QuantizedWeight, choose_qparams, quantize
+
+    c = LLAMA_1B
+    shape = DecodeShape(c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"],
+                        c["num_key_value_heads"] * c["head_dim"], c["vocab_size"])
+    dense_place = choose_placement(shape)
+    packed_place = packed_placement(shape, 4, 64)
+    dense = random_llama_1b(dense_place.dtype)
+    packed = random_llama_1b(packed_place.dtype)  # the same random weights (same seed)
+    records = {}
+    for name, mod in packed.named_modules():
+        if isinstance(mod, torch.nn.Linear) and name != "lm_head":
+            w = mod.weight.float()
+            s, z = choose_qparams(w, 4, 64, True)
+            records[name] = QuantizedWeight(quantize(w, s, z, 4, 64), s, z, 4, 64)
+    kernels = pack_linears(packed, records, getattr(torch, packed_place.dtype))
+    del records
+    gc.collect()
+
+    class _Tok:  # the loop never detokenizes
+        pass
+
+    backends = {f"dense {dense_place.dtype}": HFBackend(dense, _Tok(), "dense", 4096),
+                f"4-bit g64 packed {packed_place.dtype}": HFBackend(packed, _Tok(), "q4", 4096)}
+    prompt = list(range(1000, 1040))
+    rates = {k: [] for k in backends}
+    for b in backends.values():
+        decode_with_stats(b, prompt, 4)
+    for _ in range(runs):
+        for k, b in backends.items():
+            rates[k].append(decode_with_stats(b, prompt, n_tokens))
+    weights = {k: b.model.get_memory_footprint() for k, b in backends.items()}
+    return {"rates": rates, "weights": weights, "kernels": kernels,
+            "reasons": (dense_place.reason, packed_place.reason)}
+
+
+def _ratio_table(title: str, rates: dict, weights: dict) -> None:
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    base = next(iter(med))
+    print(f"\n{title}")
+    print("| model | tokens/s (median) | runs | speed ratio | weights MiB | memory ratio |")
+    print("|---|---|---|---|---|---|")
+    for k, m in med.items():
+        runs = " ".join(f"{x:.1f}" for x in rates[k])
+        print(f"| {k} | {m:.1f} | {runs} | {m / med[base]:.2f}x | {weights[k] / 2**20:.0f} | "
+              f"{weights[k] / weights[base]:.2f}x |")
+
+
+def main() -> None:
+    from qdesk.core.threads import configure_openmp
+
+    configure_openmp()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--checkpoint", type=Path, help="a 4-bit g64 qdesk checkpoint of the demo")
+    ap.add_argument("--skip-kernels", action="store_true")
+    ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--skip-1b", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"load average {open('/proc/loadavg').read().split()[:3]}")
+    if not args.skip_kernels:
+        bench_kernels()
+    if not args.skip_demo:
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = args.checkpoint or make_checkpoint(Path(tmp) / "smol-rtn4-g64")
+            r = bench_demo(ckpt, args.runs, args.tokens)
+        names = list(r["rates"])
+        labelled = {f"{k} ({r['facts'][k].dtype})": v for k, v in r["rates"].items()}
+        weights = {f"{k} ({r['facts'][k].dtype})": r["facts"][k].memory_bytes for k in names}
+        _ratio_table(f"demo model, transformers backend, qdesk generation with statistics, "
+                     f"{args.tokens} tokens", labelled, weights)
+        print("\nresident memory of a process that loaded only that model (child processes)")
+        print("| model | before load MiB | after MiB | growth MiB | weights MiB |")
+        print("|---|---|---|---|---|")
+        for k, m in r["memory"].items():
+            print(f"| {k} ({m['dtype']}) | {m['before'] / 2**20:.0f} | {m['after'] / 2**20:.0f} | "
+                  f"{(m['after'] - m['before']) / 2**20:.0f} | {m['weights'] / 2**20:.0f} |")
+        for k in names:
+            print(f"{k}: {r['facts'][k].dtype_reason}; {r['facts'][k].quantization.get('runtime', '')}")
+        with tempfile.TemporaryDirectory() as tmp:
+            f = bench_fidelity(args.checkpoint or make_checkpoint(Path(tmp) / "smol-rtn4-g64"))
+        print(f"\nthe packed model in {f['dtype']} against the same checkpoint in exact float32, "
+              f"held-out text, {f['windows']} windows of {f['ctx']}: mean KLD {f['mean_kld']:.5f}, "
+              f"same top p {100 * f['same_top_p']:.2f}%")
+    if not args.skip_1b:
+        r = bench_1b(args.runs, args.tokens)
+        _ratio_table(f"random-weight Llama-3.2-1B shape, decode with statistics, {args.tokens} "
+                     "tokens", r["rates"], r["weights"])
+        print(f"packed kernels: {r['kernels']}")
+        print(f"dense: {r['reasons'][0]}\npacked: {r['reasons'][1]}")
+
+
+if __name__ == "__main__":
+    main()

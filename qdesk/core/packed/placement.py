@@ -1,0 +1,142 @@
+"""The dtype a packed model computes in: the dense models' policy, with its own products.
+
+A dense model on the CPU runs in whichever of bfloat16 and float32 makes its
+decode step's matrix products faster, measured (``qdesk.core.models.device``).
+A packed model follows the same rule, timing the products it really runs: its
+Linears through the kernel ``QuantLinear`` picks in each dtype, and the output
+head (left unquantized) as a dense product. On x86 CPUs torch's int4/int8
+ops are vectorized for bfloat16 only, so a 4-bit model usually computes in
+bfloat16 while its dense original computes in float32; the reason string says
+which products measured what. The verdict is kept on disk per CPU, torch
+version, shape and format, like the dense policy's, so a model runs in the
+same dtype every time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+
+import torch
+
+from qdesk.core.models.device import DecodeShape, Placement, cuda_available
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("bfloat16", "float32")
+
+
+def _random_layer(in_f: int, out_f: int, bits: int, group: int, dtype: torch.dtype):
+    from qdesk.core.packed.quant_linear import QuantLinear
+    from qdesk.core.quant.primitives import QuantizedWeight
+
+    g = torch.Generator().manual_seed(0)
+    lo, hi = -(1 << (bits - 1)), 1 << (bits - 1)
+    groups = 1 if group == -1 else in_f // group
+    qw = QuantizedWeight(
+        torch.randint(lo, hi, (out_f, in_f), generator=g, dtype=torch.int8),
+        (torch.rand(out_f, groups, generator=g) / 64).to(torch.bfloat16), None, bits, group,
+    )
+    return QuantLinear(qw, None, dtype, "cpu")
+
+
+def _median_seconds(fn) -> float:
+    times = []
+    with torch.inference_mode():
+        fn()
+        for _ in range(7):
+            t = time.perf_counter()
+            for _ in range(2):
+                fn()
+            times.append(time.perf_counter() - t)
+    return statistics.median(times) / 2
+
+
+def product_seconds(dtype_name: str, in_f: int, out_f: int, bits: int | None = None,
+                    group: int = -1) -> float:
+    """Median seconds of one row through an (in_f -> out_f) layer: packed at
+    ``bits`` (the kernel QuantLinear picks in this dtype), or dense (bits None)."""
+    dtype = getattr(torch, dtype_name)
+    x = torch.randn(1, in_f).to(dtype)
+    if bits is not None:
+        layer = _random_layer(in_f, out_f, bits, group, dtype)
+        return _median_seconds(lambda: layer(x))
+    w = torch.randn(out_f, in_f).to(dtype)
+    return _median_seconds(lambda: torch.nn.functional.linear(x, w))
+
+
+def packed_step_seconds(dtype_name: str, shape: DecodeShape, bits: int, group: int) -> float:
+    """A decode step's products on one thread: packed decoder Linears, dense head.
+
+    One thread, so that a core busy elsewhere cannot swamp the comparison (both
+    dtypes' kernels scale alike with threads)."""
+    *linears, (d, vocab, _) = shape.products()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        total = product_seconds(dtype_name, d, vocab)
+        for in_f, out_f, n in linears:
+            g = group if group == -1 or in_f % group == 0 else -1
+            total += n * product_seconds(dtype_name, in_f, out_f, bits, g)
+    finally:
+        torch.set_num_threads(threads)
+    return total
+
+
+def packed_placement(shape: DecodeShape, bits: int, group: int, dtype: str | None = None,
+                     device: str | None = None) -> Placement:
+    """CUDA in bf16; on the CPU the faster dtype for this packed format, measured once."""
+    if device == "cuda" or (device is None and cuda_available()):
+        return Placement("cuda", dtype or "bfloat16", "as asked" if dtype else "CUDA: bf16")
+    if dtype:
+        return Placement("cpu", dtype, "as asked")
+    key = f"{_cpu_model()}|torch {torch.__version__}|{shape}|{bits}-bit g{group}"
+    cache = _read_cache()
+    if key in cache:
+        return Placement("cpu", cache[key]["dtype"], cache[key]["reason"] + " (kept from the first load)")
+    seconds = {d: packed_step_seconds(d, shape, bits, group) for d in DTYPES}
+    chosen = min(DTYPES, key=seconds.get)
+    reason = (f"CPU, {bits}-bit packed: a decode step's products measured "
+              + ", ".join(f"{seconds[d] * 1e3:.1f} ms in {d}" for d in DTYPES))
+    log.info(reason)
+    cache[key] = {"dtype": chosen, "reason": reason}
+    _write_cache(cache)
+    return Placement("cpu", chosen, reason)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _cache_path():
+    from qdesk.core.paths import data_dir
+
+    return data_dir() / "packed_dtype.json"
+
+
+def _read_cache() -> dict:
+    try:
+        data = json.loads(_cache_path().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(cache: dict) -> None:
+    from qdesk.core.atomic import write_text_atomic
+
+    try:
+        write_text_atomic(_cache_path(), json.dumps(cache, indent=1))
+    except OSError as e:  # a read-only data folder only costs a re-measurement
+        log.info("cannot keep the packed dtype choice: %s", e)
