@@ -2,7 +2,10 @@
 thread while the app loads the demo model and runs a GPTQ quantization of it;
 prints the longest and the 99th-percentile gap between heartbeats per phase
 (target: longest under 100 ms on a 2-core CPU), and the quantize page's
-predicted time against the measured one.
+predicted time against the measured one. Then, unless ``--no-chat``, it runs
+the chat page's benchmark (``benchmarks/bench_chat_ui.py``: heartbeat while two
+panes stream and a GPTQ job runs, GUI against CLI decode speed) on the
+checkpoint it just made, so one command gives every UI responsiveness figure.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_ui.py [--samples 16 --tokens 256]
 
@@ -141,6 +144,10 @@ def main() -> int:
                    help="the job threads' nice value (default: qdesk.gui.jobs.WORKER_NICE)")
     p.add_argument("--switch-interval", type=float, default=None,
                    help="sys.setswitchinterval in milliseconds (default: Python's 5 ms)")
+    p.add_argument("--no-chat", action="store_true",
+                   help="skip the chat page's benchmark (bench_chat_ui.py) afterwards")
+    p.add_argument("--chat-runs", type=int, default=3,
+                   help="GUI/CLI decode runs of the chat benchmark (its --runs)")
     args = p.parse_args()
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval / 1000)
@@ -253,7 +260,16 @@ def main() -> int:
               f"(ratio {state['t']['quantize'] / predicted.seconds:.2f}); predicted "
               f"{predicted.bits_per_weight:.3f} bpw, job {page.summary.bits_per_weight:.3f}")
     window.close()
-    return 0
+    if args.no_chat:
+        return 0
+    # The chat page's benchmark in its own process (its own window and threads),
+    # on the 4-bit checkpoint this run just wrote.
+    print("\nchat page (benchmarks/bench_chat_ui.py):", flush=True)
+    import subprocess
+
+    chat = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_chat_ui.py")),
+                           "--checkpoint", str(out), "--runs", str(args.chat_runs)])
+    return chat.returncode
 
 
 if __name__ == "__main__":

@@ -52,6 +52,30 @@ def prepare_libraries() -> None:
     gc.freeze()
 
 
+def stop_on_signals(window) -> list[int]:
+    """SIGTERM or Ctrl+C in the terminal: cancel the jobs (nothing half-written
+    is left) and close, without asking. Python runs a signal handler only between
+    bytecodes and Qt's event loop runs none, so a timer wakes the interpreter
+    every 200 ms. Returns the list the caught signal numbers are appended to."""
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    caught: list[int] = []
+
+    def stop(signum, _frame) -> None:
+        caught.append(signum)
+        window.runner.show_dialogs = False
+        window.close()  # cancels what runs, closes when the last job has stopped
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    timer = QTimer(window)
+    timer.timeout.connect(lambda: None)
+    timer.start(200)
+    return caught
+
+
 def run_app(models: list[str] | None = None, script: Path | None = None,
             screenshot: Path | None = None, language: str | None = None,
             size: tuple[int, int] | None = None) -> int:
@@ -84,8 +108,14 @@ def run_app(models: list[str] | None = None, script: Path | None = None,
         models = ["demo"] if open_demo and lines is None else []
     for text in models:
         window.sidebar.request_load(text)
+    stopped = stop_on_signals(window)
     if lines is None:
-        return app.exec()
+        code = app.exec()
+        settings.sync()  # the window's geometry; the caller may skip Qt's teardown
+        if stopped:
+            print("qdesk: cancelled", file=sys.stderr)
+            return 130
+        return code
     outcome: list[tuple[int, str]] = []
     runner = ScriptRunner(window, lines, screenshot)
 
@@ -98,6 +128,10 @@ def run_app(models: list[str] | None = None, script: Path | None = None,
     window.closed.connect(app.quit)
     runner.start()
     app.exec()
+    settings.sync()
+    if stopped and not outcome:
+        print("qdesk: cancelled", file=sys.stderr)
+        return 130
     code, message = outcome[0] if outcome else (2, "the window closed before the script ended")
     if message:
         print(f"qdesk: error: {message}", file=sys.stderr)

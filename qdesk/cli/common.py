@@ -64,12 +64,30 @@ def _quiet_tqdm() -> None:
     tqdm.auto.tqdm = quiet(tqdm.auto.tqdm)
 
 
+_status_line_open = False  # a "\r" progress line on stderr still waits for its newline
+
+
+def status_line(text: str, finished: bool = False) -> None:
+    """Rewrite the one progress line on stderr; ``finished`` ends it."""
+    global _status_line_open
+    print(f"\r{text}", end="\n" if finished else "", file=sys.stderr, flush=True)
+    _status_line_open = not finished
+
+
+def end_status_line() -> None:
+    """End an unfinished progress line, so that an error message starts a line of its own."""
+    global _status_line_open
+    if _status_line_open:
+        print(file=sys.stderr, flush=True)
+        _status_line_open = False
+
+
 def progress_to_stderr(stage: str, done: int, total: int) -> None:
     if stage == "download":
         msg = f"downloading {done / 2**20:.0f} / {total / 2**20:.0f} MiB"
     else:
         msg = f"{stage} {done}/{total}"
-    print(f"\r{msg}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+    status_line(msg, finished=done >= total)
 
 
 def backends_for(models: Sequence[str], spec: str) -> list[str]:

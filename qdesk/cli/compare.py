@@ -6,7 +6,13 @@ import json
 import logging
 import sys
 
-from qdesk.cli.common import add_load_options, backends_for, load_options, progress_to_stderr
+from qdesk.cli.common import (
+    add_load_options,
+    backends_for,
+    load_options,
+    progress_to_stderr,
+    status_line,
+)
 from qdesk.core.errors import BadInput
 
 log = logging.getLogger("qdesk.compare")
@@ -46,7 +52,7 @@ def add_compare_parser(subparsers) -> None:
 
 
 def _progress(text: str, done: bool = False) -> None:
-    print(f"\r{text}", end="\n" if done else "", file=sys.stderr, flush=True)
+    status_line(text, finished=done)
 
 
 def _load(args):
@@ -90,6 +96,9 @@ def cmd_compare(args) -> int:
             raise BadInput(f"--chunks must be at least 1, got {args.chunks}")
     else:
         set_name, prompts = load_prompts(args.prompts)
+        _prompt_sampling(args)  # its checks, before the models load
+        if args.samples < 1:
+            raise BadInput(f"--samples must be at least 1, got {args.samples}")
     reference, models, skipped = _load(args)
     try:
         if args.text is not None:
@@ -135,15 +144,23 @@ def _compare_text(args, reference, models, text_name, text) -> dict:
             **done.to_json()}
 
 
-def _compare_prompts(args, reference, models, set_name, prompts) -> dict:
+def _prompt_sampling(args):
     from qdesk.core.chat.events import SamplingConfig
+
+    try:
+        return SamplingConfig(
+            temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+            max_new_tokens=args.max_new_tokens,
+        )
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+
+
+def _compare_prompts(args, reference, models, set_name, prompts) -> dict:
     from qdesk.core.compare.replies import LengthsDone, reply_length_steps
     from qdesk.core.compare.report_text import lengths_text
 
-    sampling = SamplingConfig(
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
-    )
+    sampling = _prompt_sampling(args)
     done = None
     backends = [reference.backend, *[m.backend for m in models]]
     for ev in reply_length_steps(backends, prompts, sampling, args.samples, set_name):

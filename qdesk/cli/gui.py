@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from qdesk.core.errors import BadInput
@@ -45,5 +46,16 @@ def cmd_gui(args) -> int:
     from qdesk.app import run_app
 
     models = args.model if args.model else None
-    return run_app(models, script=args.script, screenshot=args.screenshot,
+    code = run_app(models, script=args.script, screenshot=args.screenshot,
                    language=args.language, size=size)
+    # The window is closed, its jobs ended and the settings written (every change
+    # syncs). End here without the interpreter's teardown: the Triton kernels
+    # (kernels/, imported once a quantized model opens) print nanobind leak
+    # reports to stderr there, and Qt's objects are freed in an arbitrary order.
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)

@@ -22,7 +22,7 @@ import sys
 from qdesk.cli.common import progress_to_stderr
 from qdesk.core.errors import BadInput
 
-METHODS = ("rtn", "gptq", "awq", "hqq")
+METHODS = ("rtn", "gptq", "awq", "hqq", "signround")
 
 
 def _group_size(text: str) -> int:
@@ -37,7 +37,7 @@ def _group_size(text: str) -> int:
 def add_quantize_parser(subparsers) -> argparse.ArgumentParser:
     q = subparsers.add_parser("quantize", help="quantize a model and save a checkpoint")
     q.add_argument("model", help="demo, a model folder or a hub id")
-    q.add_argument("--method", default="rtn", help="rtn, gptq, awq or hqq")
+    q.add_argument("--method", default="rtn", help="rtn, gptq, awq, hqq or signround")
     q.add_argument("--bits", type=int, default=4, help="8, 4, 3 or 2")
     q.add_argument("--group-size", type=_group_size, default=64,
                    help="32, 64, 128, ... or -1 / channel for one group per output row")
@@ -48,8 +48,18 @@ def add_quantize_parser(subparsers) -> argparse.ArgumentParser:
                         "stores codes unpacked as int8, about twice the file size)")
     q.add_argument("--clip-search", action=argparse.BooleanOptionalAction, default=None,
                    help="RTN: narrow each group's range to the least squared weight error, or "
-                        "not (plain min-max); default: on for symmetric, off for --asym, "
+                        "not (plain min-max); default: on only with --narrow-grid, "
                         "whichever measured better")
+    q.add_argument("--act-weighted", action="store_true",
+                   help="RTN: choose each group's range by the rounding error weighted by the "
+                        "calibration inputs' mean square (uses the calibration samples)")
+    q.add_argument("--iters", type=int, default=None,
+                   help="SignRound: signed-gradient iterations per decoder block (default 200)")
+    q.add_argument("--batch-size", type=int, default=None,
+                   help="SignRound: calibration samples per iteration (default 8)")
+    q.add_argument("--narrow-grid", action="store_true",
+                   help="symmetric: the older grid max|w| / (2^(b-1) - 1), one code unused "
+                        "(default: all 2^b codes, as llama.cpp's Q4_0)")
     q.add_argument("--plan", default="uniform",
                    help="uniform, attn-keep, mlp-keep, qk-keep, sensitivity, or a .yaml/.json file")
     q.add_argument("--budget-bpw", type=float, default=None,
@@ -75,6 +85,7 @@ def add_quantize_parser(subparsers) -> argparse.ArgumentParser:
 
 def _line(event) -> str | None:
     from qdesk.core.quant.events import (
+        BlockTuned,
         CalibrationProgress,
         LayerKept,
         LayerQuantized,
@@ -90,6 +101,9 @@ def _line(event) -> str | None:
                 f"g{g} error {event.rel_error:.4f} ({event.seconds:.2f} s)")
     if isinstance(event, LayerKept):
         return f"{event.name}: kept ({event.reason})"
+    if isinstance(event, BlockTuned):
+        return (f"block {event.block}/{event.blocks}: {event.iterations} iterations, output "
+                f"error {event.loss_start:.3g} -> {event.loss_best:.3g} ({event.seconds:.1f} s)")
     if isinstance(event, SavingCheckpoint):
         return f"saving {event.path}"
     if isinstance(event, QuantizeSummary):
@@ -129,6 +143,21 @@ def _method_options(args) -> dict:
         if args.method != "rtn":
             raise BadInput(f"--clip-search applies to --method rtn, not {args.method}")
         options["clip_search"] = args.clip_search
+    if getattr(args, "act_weighted", False):
+        if args.method != "rtn":
+            raise BadInput(f"--act-weighted applies to --method rtn, not {args.method}")
+        options["act_weighted"] = True
+    for flag, name in (("iters", "iters"), ("batch_size", "batch_size")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            if args.method != "signround":
+                raise BadInput(f"--{flag.replace('_', '-')} applies to --method signround, "
+                               f"not {args.method}")
+            options[name] = value
+    if getattr(args, "narrow_grid", False):
+        if args.asym or args.method == "hqq":
+            raise BadInput("--narrow-grid applies to symmetric quantization (drop --asym)")
+        options["narrow_grid"] = True
     return options
 
 
@@ -136,7 +165,7 @@ def cmd_quantize(args) -> int:
     from pathlib import Path
 
     from qdesk.core.models import open_model, resolve
-    from qdesk.core.quant.calibration import build_calibration
+    from qdesk.core.quant.calibration import build_calibration, check_calibration
     from qdesk.core.quant.checkpoint import check_output_dir
     from qdesk.core.quant.configs import make_config
     from qdesk.core.quant.events import QuantizeSummary
@@ -151,6 +180,7 @@ def cmd_quantize(args) -> int:
     plan = load_plan(args.plan, args.budget_bpw)
     out = Path(args.output).expanduser()
     check_output_dir(out, args.force)  # before the minutes of loading and calibrating
+    check_calibration(args.calib, args.calib_samples, args.calib_tokens)
     ref = resolve(args.model)
     source_quantization = _source_quantization(ref, args.model, args.from_quantized)
     if source_quantization:

@@ -30,3 +30,22 @@ class Cancelled(QdeskError):
     """The user cancelled the job."""
 
     exit_code = 130
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True for a full disk (or quota) whatever library raised it: OSError
+    ENOSPC/EDQUOT, and the Rust libraries' (safetensors, tokenizers) own errors,
+    which carry only the OS text ("No space left on device (os error 28)")."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    if "No space left on device" in text or "os error 28" in text or "StorageFull" in text:
+        return True
+    # numpy's tofile (gguf-py's writer) reports a short write without an errno:
+    # "OSError: 3145728 requested and 1824192 written" -- a full disk in practice.
+    import re
+
+    return isinstance(e, OSError) and e.errno is None and bool(
+        re.search(r"\d+ requested and \d+ written", text))

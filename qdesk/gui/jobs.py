@@ -40,7 +40,10 @@ What the runner guarantees:
   is not an error. ``error_shown(title, message)`` is emitted with it (the
   screenshot script fails on it; tests read it).
 - Two jobs never share a model: ``start`` returns ``None`` and says which job
-  holds the model.
+  holds the model. A short job that only *reads* a model and changes nothing
+  (the quantize page measuring its shapes) passes no ``models``: holding one
+  would refuse the job the user starts next on that model ("busy" right after
+  a load).
 - ``cancel_all()`` then ``idle`` (signal) / ``is_idle()``: the main window uses
   them to close cleanly.
 """
@@ -57,7 +60,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 from superqt.utils import GeneratorWorker
 
-from qdesk.core.errors import Cancelled, OutOfResources, QdeskError
+from qdesk.core.errors import Cancelled, OutOfResources, QdeskError, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,9 @@ def error_text(error: BaseException, title: str = "") -> str:
         return text[0] if text else type(error).__name__
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
         return OutOfResources("out of memory").args[0] + (f" ({title})" if title else "")
+    if is_disk_full(error):  # a library's own error (safetensors, tokenizers): one plain line
+        where = getattr(error, "filename", None)
+        return f"disk full{f' writing {where}' if where else ''}" + (f" ({title})" if title else "")
     first = (str(error).strip().splitlines() or [""])[0]
     if len(first) > 200:
         first = first[:200] + "…"

@@ -10,6 +10,7 @@ only that entry failed, the others stay usable.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +20,30 @@ from qdesk.core.errors import QdeskError
 from qdesk.core.models import open_model, resolve
 
 log = logging.getLogger(__name__)
+
+# transformers' top-level package is a lazy module whose first imports are not
+# thread-safe: two loads starting together in two workers failed with "cannot
+# import name 'AutoConfig'" (one thread saw the other's half-imported module).
+# So the first load of each backend in the process runs alone, holding this
+# lock for its whole length (it imports everything a load needs); the loads
+# after it run concurrently.
+_FIRST_LOAD = threading.Lock()
+_warmed_backends: set[str] = set()
+
+
+def open_model_safely(text: str, backend: str = "auto", **kwargs):
+    """``open_model`` for a worker thread: the first load of a backend (``hf``
+    or ``llamacpp``) waits for no one but runs alone; later ones are concurrent."""
+    kind = "llamacpp" if backend == "llamacpp" or (
+        backend == "auto" and text.strip().lower().endswith(".gguf")) else "hf"
+    if kind in _warmed_backends:
+        return open_model(text, backend=backend, **kwargs)
+    with _FIRST_LOAD:
+        loaded = open_model(text, backend=backend, **kwargs)
+        # Only a load that succeeded is known to have imported everything; after
+        # a failure the next load runs alone again.
+        _warmed_backends.add(kind)
+        return loaded
 
 LOADING, READY, FAILED = "loading", "ready", "failed"
 
@@ -133,7 +158,7 @@ class ModelRegistry(QObject):
             self.select(key)
         job = self._runner.start_call(
             self.tr("Loading {name}").format(name=entry.name),
-            lambda report: open_model(
+            lambda report: open_model_safely(
                 text, backend=backend, dtype=dtype,
                 progress=lambda stage, done, total: report(LoadProgress(stage, done, total)),
             ),

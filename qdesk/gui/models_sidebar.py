@@ -110,6 +110,10 @@ class ModelsSidebar(QWidget):
         facts_scroll.setWidgetResizable(True)
         facts_scroll.setWidget(self.facts)
         facts_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        # A scroll bar that comes and goes changes the facts' width after their
+        # wrapped heights were computed, and a long path lost its last line.
+        facts_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+        facts_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.setObjectName("sidebar-splitter")
         self.splitter.addWidget(top)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qdesk.core.errors import BadInput
 
-METHODS = ("rtn", "gptq", "awq", "hqq")
+METHODS = ("rtn", "gptq", "awq", "hqq", "signround")
 BITS = (8, 4, 3, 2)
 GROUP_SIZES = (-1, 32, 64, 128, 192, 256)
 PLAN_PRESETS = ("uniform", "attn-keep", "mlp-keep", "qk-keep", "sensitivity")
@@ -29,6 +29,7 @@ class QuantizeOptions:
     symmetric: bool = True
     hqq_zero: str = "int"
     clip_search: bool | None = None  # RTN only; None: the method's own choice
+    signround_iters: int = 200  # SignRound only: iterations per decoder block
     plan: str = "uniform"  # a preset, "custom" (the table), or a plan file
     budget_bpw: float | None = None
     calib: str = "mix"  # a built-in set or a .txt/.jsonl file
@@ -52,6 +53,8 @@ class QuantizeOptions:
         if not 1 <= self.calib_samples <= 100_000 or not 8 <= self.calib_tokens <= 131_072:
             raise BadInput(f"calibration needs 1.. samples of 8.. tokens, not "
                            f"{self.calib_samples} x {self.calib_tokens}")
+        if not 0 <= self.signround_iters <= 10_000:
+            raise BadInput(f"SignRound iterations must be 0..10000, not {self.signround_iters}")
         if self.budget_bpw is not None and not 1.0 <= self.budget_bpw <= 16.0:
             raise BadInput(f"the bits-per-weight budget must lie in [1, 16], not {self.budget_bpw}")
 
@@ -67,6 +70,8 @@ class QuantizeOptions:
             extra["zero"] = self.hqq_zero
         if self.method == "rtn" and self.clip_search is not None:
             extra["clip_search"] = self.clip_search
+        if self.method == "signround":
+            extra["iters"] = self.signround_iters
         return make_config(self.method, bits=self.bits, group_size=self.group_size,
                            symmetric=self.is_symmetric, **extra)
 
@@ -96,7 +101,7 @@ class QuantizeOptions:
 
 
 def _parse(name: str, raw):
-    if name in ("bits", "calib_samples", "calib_tokens", "seed"):
+    if name in ("bits", "calib_samples", "calib_tokens", "seed", "signround_iters"):
         return _int(name, raw)
     if name == "group_size":
         return -1 if str(raw) in ("-1", "channel", "per-channel") else _int(name, raw)

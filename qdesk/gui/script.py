@@ -222,7 +222,12 @@ def save_screenshot(window, path: Path) -> Path:
     if not path.parent.is_dir():
         raise BadInput(f"{path.parent}: no such folder for the screenshot")
     window.before_screenshot()
-    QApplication.processEvents()
+    # A page shown just now lays out in several rounds of posted events (each
+    # nested splitter and tab widget resizes its children in turn); one round
+    # left a page's inner splitter at its old size, wider than the window.
+    for _ in range(5):
+        QApplication.sendPostedEvents()
+        QApplication.processEvents()
     pixmap = window.grab()
     tmp = path.with_name(f".{path.name}.partial.png")
     if not pixmap.save(str(tmp), "PNG"):

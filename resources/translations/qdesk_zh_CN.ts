@@ -1593,6 +1593,18 @@ Cancel them and quit? Nothing half-written is left behind.</source>
             <translation>HQQ：按 lp 误差优化每组的零点（及缩放）；无需校准；仅非对称</translation>
         </message>
         <message>
+            <source>SignRound: learns each weight's rounding and each group's clipping by signed gradient descent on every decoder block's output; slowest, most accurate; needs calibration</source>
+            <translation>SignRound：以符号梯度下降、按每个解码器块的输出学习每个权重的取整和每组的截断；最慢、最精确；需要校准</translation>
+        </message>
+        <message>
+            <source>Iterations:</source>
+            <translation>迭代次数：</translation>
+        </message>
+        <message>
+            <source>SignRound: gradient steps per decoder block (more: better and slower)</source>
+            <translation>SignRound：每个解码器块的梯度步数（越多越好，也越慢）</translation>
+        </message>
+        <message>
             <source>How weights are rounded to integers</source>
             <translation>权重如何取整为整数</translation>
         </message>
@@ -1609,8 +1621,8 @@ Cancel them and quit? Nothing half-written is left behind.</source>
             <translation>HQQ 如何存储每组的零点</translation>
         </message>
         <message>
-            <source>auto (on for symmetric)</source>
-            <translation>自动（对称时开启）</translation>
+            <source>auto (on for the narrow grid only)</source>
+            <translation>自动（仅窄网格时开启）</translation>
         </message>
         <message>
             <source>on</source>
@@ -1882,6 +1894,14 @@ Cancel them and quit? Nothing half-written is left behind.</source>
         <message>
             <source>saving {path}</source>
             <translation>正在保存 {path}</translation>
+        </message>
+        <message>
+            <source>tuning block {b}/{n}: iteration {i}/{k}</source>
+            <translation>正在调优第 {b}/{n} 块：第 {i}/{k} 次迭代</translation>
+        </message>
+        <message>
+            <source>tuned block {b}/{n} in {s}</source>
+            <translation>第 {b}/{n} 块调优完成，用时 {s}</translation>
         </message>
         <message>
             <source>checked the result on held-out text</source>

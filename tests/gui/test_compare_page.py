@@ -52,6 +52,8 @@ def test_the_table_equals_the_cli_json(page, qtbot, capsys, tmp_path):
     qtbot.waitUntil(lambda: page.job is None, timeout=180_000)
     assert not page.errors
     ours = page.result.to_json()
+    # the result can be saved at once (the buttons were once left disabled)
+    assert page.save_button.isEnabled() and page.report_button.isEnabled()
 
     code = main(["compare", "demo", "demo", "--backend", "hf,llamacpp", "--text", "heldout",
                  "--ctx", "64", "--chunks", "3", "--json"])

@@ -81,8 +81,12 @@ def test_an_existing_file_is_one_dialog_and_a_previous_export_asks(tiny, qtbot, 
     page._script_set(output=str(out))
     assert not page.run_action() and asked == [out]  # declined: nothing happens
     page.ask_replace = lambda path: True
-    _run(qtbot, page, output=str(out), verify="no")
-    assert page.result is not None and len(tiny.errors) == 1
+    before = out.read_bytes()
+    assert page.run_action()  # accepted: the export starts (it was shown to work above)
+    page.cancel_action()  # and a cancelled replacement leaves the previous file whole
+    qtbot.waitUntil(lambda: page.job is None, timeout=120_000)
+    assert out.read_bytes() == before and _leftovers(tmp_path) == []
+    assert len(tiny.errors) == 1
 
 
 def test_export_request_selects_the_model(make_window, tiny_llama, qtbot, tmp_path):
@@ -113,3 +117,29 @@ def test_export_request_selects_the_model(make_window, tiny_llama, qtbot, tmp_pa
     qtbot.waitUntil(lambda: page.job is None, timeout=180_000)
     assert w.errors == [] and page.result.tensor_types["Q4_0"] == 14
     assert "bit for bit" in page.verification_label.text()
+
+
+def test_export_right_after_a_load_is_not_refused_as_busy(make_window, tiny_llama, qtbot,
+                                                          tmp_path):
+    # The Quantize page measures every model that loads (a read-only job); an
+    # Export started in the same moment must not be told the model is busy.
+    w = make_window()
+    w.window.show_page("export")
+    page = w.window.page("export")
+    quantize = w.window.page("quantize")
+    started = []
+
+    def export_at_once(key):
+        started.append((quantize._shapes_jobs.copy(), key))
+        page._script_set(format="gguf", type="F16", output=str(tmp_path / "now.gguf"))
+        started.append(page.run_action())
+
+    w.window.models.loaded.connect(export_at_once)
+    entry = w.load(str(tiny_llama))
+    assert entry.state == "ready", w.errors
+    measuring, key = started[0]
+    assert key in measuring  # the race is real: the measurement was running
+    assert started[1] is True and w.errors == []
+    page.cancel_action()  # started is what this test is about; the export is tested above
+    qtbot.waitUntil(lambda: page.job is None, timeout=120_000)
+    assert w.errors == [] and _leftovers(tmp_path) == []

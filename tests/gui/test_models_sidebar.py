@@ -80,3 +80,34 @@ def test_recent_models_are_listed_after_a_restart(make_window, qtbot, tiny_llama
     texts = [again.window.sidebar.available_group.child(i).toolTip(0)
              for i in range(again.window.sidebar.available_group.childCount())]
     assert str(tiny_llama) in texts
+
+
+def test_long_facts_wrap_without_losing_a_line(make_window, qapp, qtbot):
+    # A QFormLayout gave wrapped values the heights of another width: a long path
+    # lost its last line in a 1024x640 window. Every value gets the height its
+    # text needs at its width, with the app's font (the CJK fallback included).
+    from PySide6.QtGui import QFont
+
+    from qdesk.core.models import ModelFacts
+    from qdesk.gui.i18n import Translations
+
+    font = QFont(qapp.font())
+    Translations(qapp)._apply_font()
+    try:
+        w = make_window()
+        w.window._script_resize("1024", "640")
+        qtbot.wait(100)  # the window settles (the sidebar shows its selection's facts)
+        view = w.window.sidebar.facts
+        view.set_facts(ModelFacts(
+            "demo (SmolLM2-135M-Instruct)", "demo",
+            "/root/.local/share/qdesk/models/SmolLM2-135M-Instruct-bf16-0.1.2",
+            "hf", "LlamaForCausalLM", 134_515_008, 30, 576, 49_152, 8192, "float32", "cpu",
+            2**29))
+        qtbot.wait(50)
+        for key in ("model", "source", "architecture", "memory"):
+            label = view._values[key]
+            assert label.height() >= label.heightForWidth(label.width()), key
+        source = view._values["source"]
+        assert source.height() >= 3 * source.fontMetrics().height()  # it wraps, all shown
+    finally:
+        qapp.setFont(font)

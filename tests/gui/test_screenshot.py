@@ -62,3 +62,41 @@ def test_a_bad_script_exits_2_before_the_window_opens(tmp_path):
     bad.write_bytes(b"\xff\xfe")
     p = _gui(["--script", str(bad), "--screenshot", str(tmp_path / "s.png")], tmp_path)
     assert p.returncode == 2 and "not UTF-8" in p.stderr
+
+
+def test_sigterm_cancels_the_jobs_and_exits_130(tmp_path, tiny_llama):
+    # PySide swallows a KeyboardInterrupt raised in a slot, so SIGTERM once left
+    # `qdesk gui` running; now it cancels (nothing half-written) and exits 130.
+    import signal
+    import time
+
+    out = tmp_path / "never"
+    up = tmp_path / "up.png"
+    script = tmp_path / "script.txt"
+    script.write_text(
+        f"load {tiny_llama}\n"
+        "page quantize\n"
+        f"quantize.set method=gptq calib_samples=64 calib_tokens=256 output={out}\n"
+        "quantize.start\n"
+        f"screenshot {up}\n"
+        "wait 300000\n", encoding="utf-8")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen",
+               QDESK_SETTINGS_DIR=str(tmp_path / "settings"))
+    (tmp_path / "settings").mkdir(exist_ok=True)
+    p = subprocess.Popen([sys.executable, "-m", "qdesk.cli", "gui", "--script", str(script),
+                          "--screenshot", str(tmp_path / "end.png")], env=env,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not up.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert up.exists(), p.stderr.read() if p.poll() is not None else "no window"
+        p.send_signal(signal.SIGTERM)
+        code = p.wait(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert code == 130
+    assert p.stderr.read().strip().splitlines()[-1] == "qdesk: cancelled"
+    assert not out.exists() and not any(".never" in q.name for q in tmp_path.iterdir())
+    assert not (tmp_path / "end.png").exists()

@@ -96,5 +96,12 @@ def load_prompts(spec: str) -> tuple[str, tuple[Prompt, ...]]:
 
 
 def _prompt(obj: dict, category: str) -> Prompt:
-    answer = obj.get("answer")
-    return Prompt(str(obj["prompt"]), None if answer is None else str(answer), category)
+    """One prompt object; refused like chat refuses an empty prompt."""
+    if not isinstance(obj, dict):
+        raise TypeError(f"{json.dumps(obj)[:40]} is not an object")
+    text, answer = obj["prompt"], obj.get("answer")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("a prompt is empty or not a string")
+    if answer is not None and not isinstance(answer, (str, int, float)):
+        raise ValueError("an answer is not a string")
+    return Prompt(text, None if answer is None else str(answer), category)

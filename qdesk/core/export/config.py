@@ -108,6 +108,8 @@ class ExportConfig:
             raise BadInput("verification needs windows of at least 16 tokens and at least 1 window")
         if self.shard_bytes < 2**20:
             raise BadInput("shards must be at least 1 MiB")
+        if self.threads < 0:
+            raise BadInput(f"--threads must be 0 (all cores) or more, got {self.threads}")
 
     @property
     def is_llama_type(self) -> bool:

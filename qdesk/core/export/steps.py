@@ -17,14 +17,14 @@ removes the temporary file and the scratch folder: nothing is left behind.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from qdesk.core.errors import BadInput, OutOfResources
+from qdesk.core.atomic import clean_stale_partials
+from qdesk.core.errors import BadInput, OutOfResources, is_disk_full
 from qdesk.core.export.config import CONVERTER_TYPES, FLOAT_TYPES, ExportConfig
 from qdesk.core.export.events import ExportDone, ExportProgress, ExportStarted, Verification
 from qdesk.core.export.sources import ExportSource, folder_outtype, source_from_loaded
@@ -84,8 +84,8 @@ def _architecture(source: ExportSource) -> str:
     return str(archs[0])
 
 
-def _check_disk(source: ExportSource, config: ExportConfig, where: Path) -> None:
-    """Refuse early when the scratch files and the output cannot fit."""
+def _need_bytes(source: ExportSource, config: ExportConfig) -> int:
+    """Scratch files and output of an export, estimated from the parameter count."""
     params = max(1, int(source.loaded.facts.parameters or 0))
     if config.format == "gguf":
         f32 = config.type == "exact" or source.checkpoint is not None
@@ -95,10 +95,26 @@ def _check_disk(source: ExportSource, config: ExportConfig, where: Path) -> None
         need = params * 2
     else:
         need = sum(p.stat().st_size for p in source.folder.glob("*.safetensors"))
+    # the tokenizer and configs carried over (a few MiB; 33 MiB for Gemma 3's)
+    return need + sum(p.stat().st_size for p in source.folder.iterdir()
+                      if p.is_file() and p.suffix != ".safetensors")
+
+
+def _space_needed(source: ExportSource, config: ExportConfig) -> str:
+    return f"about {_size_text(_need_bytes(source, config))}"
+
+
+def _size_text(n: int) -> str:
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.1f} MiB"
+
+
+def _check_disk(source: ExportSource, config: ExportConfig, where: Path) -> None:
+    """Refuse early when the scratch files and the output cannot fit."""
+    need = _need_bytes(source, config)
     free = shutil.disk_usage(where).free
     if need > free:
-        raise OutOfResources(f"exporting {source.name} needs about {need / GIB:.1f} GiB free in "
-                             f"{where} (scratch files and the output); {free / GIB:.1f} GiB is")
+        raise OutOfResources(f"exporting {source.name} needs about {_size_text(need)} free in "
+                             f"{where} (scratch files and the output); {_size_text(free)} is")
 
 
 def _metadata(source: ExportSource, config: ExportConfig) -> dict:
@@ -154,6 +170,14 @@ def check_outputs(config: ExportConfig) -> Path | None:
     ``force`` and it is a previous qdesk export of that kind. Cheap: the CLI
     calls it before loading the model. Returns the imatrix path to write."""
     check_target(config.output, config.format, config.force, config.format != "gguf")
+    if config.imatrix_calib is not None:  # the input files too, before any model loads
+        if config.imatrix_calib.lower().endswith(".gguf"):
+            if not Path(config.imatrix_calib).expanduser().is_file():
+                raise BadInput(f"--imatrix-calib {config.imatrix_calib}: no such file")
+        else:
+            from qdesk.core.quant.calibration import check_calibration
+
+            check_calibration(config.imatrix_calib, config.calib_samples, config.calib_tokens)
     if config.is_llama_type and config.imatrix_calib is not None and not \
             config.imatrix_calib.lower().endswith(".gguf"):
         path = config.imatrix_out or default_imatrix_path(config.output)
@@ -179,6 +203,7 @@ def export_steps(model, config: ExportConfig) -> Iterator:
     tmp = _partial(out, "partial")
     work = _partial(out, "work")
     imatrix_tmp = _partial(imatrix_final, "partial") if imatrix_final else work / "imatrix.gguf"
+    clean_stale_partials(out.parent)
     for p in (tmp, work, imatrix_tmp):
         remove(p)
     try:
@@ -192,17 +217,22 @@ def export_steps(model, config: ExportConfig) -> Iterator:
             write_folder_marker(tmp, config.format, {
                 "source": str(source.folder), "qdesk_version": _version(),
                 "verification": None if verification is None else verification.to_json()})
-        commit(tmp, out)
+        commit(tmp, out, config.format, config.force)
         imatrix_written = None
         if imatrix_final is not None and imatrix_tmp.exists():
-            commit(imatrix_tmp, imatrix_final)
+            commit(imatrix_tmp, imatrix_final, "imatrix", config.force)
             imatrix_written = str(imatrix_final)
         elif config.imatrix_calib and config.imatrix_calib.lower().endswith(".gguf"):
             imatrix_written = str(Path(config.imatrix_calib).expanduser())
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise OutOfResources(f"disk full while exporting to {out}") from None
-        raise BadInput(f"cannot write {out}: {e.strerror or e}") from None
+    except (BadInput, OutOfResources):
+        raise
+    except Exception as e:
+        if is_disk_full(e):  # whichever writer failed: gguf-py, safetensors, llama.cpp's quantizer
+            raise OutOfResources(f"disk full while exporting to {out}: {_space_needed(source, config)}"
+                                 f" free in {out.parent} is needed") from None
+        if isinstance(e, OSError):
+            raise BadInput(f"cannot write {out}: {e.strerror or e}") from None
+        raise
     finally:
         for p in (tmp, work, imatrix_tmp):
             remove(p)

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
+from qdesk.core.atomic import check_manifest, file_manifest, publish, remove, replace_verified
+from qdesk.core.atomic import partial_name as atomic_partial_name
 from qdesk.core.errors import BadInput
+
+__all__ = ["check_target", "commit", "partial_name", "previous_export_kind", "remove",
+           "verify_replaceable", "write_folder_marker"]
 
 GGUF_MARKER = "qdesk.export.format"
 FOLDER_MARKER = "qdesk_export.json"
@@ -56,49 +60,62 @@ def check_target(path: Path, kind: str, force: bool, folder: bool) -> None:
     """Refuse ``path`` unless it is free, or ``force`` and a qdesk ``kind`` export."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise BadInput(f"{path.parent}: no such folder")
+        what = "not a folder" if path.parent.exists() else "no such folder"
+        raise BadInput(f"{path.parent}: {what}")
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{os.fsencode(path)!r}: the output name is not valid UTF-8") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{path.parent}: not writable (permission denied)")
     if not path.exists() and not path.is_symlink():
         return
-    if folder and path.is_dir() and not any(path.iterdir()):
+    if folder and path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
         if force:
             return
         raise BadInput(f"{path} exists (an empty folder; pass --force to write there)")
     if not force:
         raise BadInput(f"{path} exists (pass --force to replace a previous qdesk {kind} export)")
+    verify_replaceable(path, kind, folder)
+
+
+def verify_replaceable(path: Path, kind: str, folder: bool) -> None:
+    """BadInput unless ``path`` is a qdesk ``kind`` export holding only what
+    qdesk wrote (a folder's files are checked against its marker's manifest)."""
     if path.is_symlink() or folder != path.is_dir():
         raise BadInput(f"{path} exists and is not a qdesk {kind} export: qdesk will not replace it")
+    if folder and not any(path.iterdir()):
+        return
     found = previous_export_kind(path)
     if found != kind:
         what = "not a qdesk export" if found is None else f"a qdesk {found} export, not {kind}"
         raise BadInput(f"{path} exists and is {what}: qdesk will not replace it")
+    if folder:
+        check_manifest(path, FOLDER_MARKER, f"{kind} export")
 
 
 def partial_name(path: Path) -> Path:
     """The temporary sibling an export is written to (hidden, names the process)."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.qdesk-partial-{os.getpid()}")
+    return atomic_partial_name(path)
 
 
-def commit(tmp: Path, path: Path) -> None:
-    """Put ``tmp`` (file or folder) in place of ``path``; ``path`` was checked."""
+def commit(tmp: Path, path: Path, kind: str, force: bool) -> None:
+    """Put ``tmp`` (file or folder) at ``path``: only if nothing is there, or
+    (``force``) in place of a verified qdesk ``kind`` export, checked again
+    right before and after the swap."""
     tmp, path = Path(tmp), Path(path)
-    if tmp.is_dir() and path.exists():
-        old = path.with_name(f".{path.name}.qdesk-old-{os.getpid()}")
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
-
-
-def remove(path: Path) -> None:
-    path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    folder = tmp.is_dir()
+    try:
+        if force:
+            replace_verified(tmp, path, lambda p: verify_replaceable(p, kind, folder))
+        else:
+            publish(tmp, path)
+    except FileExistsError:
+        raise BadInput(f"{path} appeared while the export was being written (another program "
+                       "or qdesk run?); it was left as it is and nothing was written") from None
 
 
 def write_folder_marker(folder: Path, format_name: str, details: dict) -> None:
-    (Path(folder) / FOLDER_MARKER).write_text(
-        json.dumps({"format": format_name, **details}, indent=2, default=str), encoding="utf-8")
+    files = file_manifest(Path(folder), FOLDER_MARKER)  # makes the folder verifiably qdesk's
+    (Path(folder) / FOLDER_MARKER).write_text(json.dumps(
+        {"format": format_name, **details, "files": files}, indent=2, default=str), encoding="utf-8")

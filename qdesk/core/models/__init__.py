@@ -9,7 +9,7 @@ from qdesk.core.models import device
 from qdesk.core.models.demo import DEMO_NAME, demo_dense_dir, demo_gguf_path, ensure_demo_model
 from qdesk.core.models.device import cuda_available, gib
 from qdesk.core.models.facts import LoadedModel, ModelFacts
-from qdesk.core.models.opening import BACKENDS, local_folder, open_model
+from qdesk.core.models.opening import BACKENDS, check_model_folder, local_folder, open_model
 from qdesk.core.models.refs import HUB_ID, ModelRef, resolve
 
 
@@ -20,7 +20,7 @@ def available_memory_bytes(kind: str) -> int:
 
 
 __all__ = [
-    "BACKENDS", "DEMO_NAME", "HUB_ID", "LoadedModel", "ModelFacts", "ModelRef",
+    "BACKENDS", "DEMO_NAME", "HUB_ID", "LoadedModel", "ModelFacts", "ModelRef", "check_model_folder",
     "available_memory_bytes", "cuda_available", "demo_dense_dir", "demo_gguf_path",
     "ensure_demo_model", "gib", "local_folder", "open_model", "resolve",
 ]

@@ -24,12 +24,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from qdesk.core.errors import BadInput, OutOfResources
+from qdesk.core.atomic import clean_stale_partials, partial_name, publish, remove
+from qdesk.core.errors import BadInput, OutOfResources, is_disk_full
 from qdesk.core.models.gguf_config import Unsupported, hf_config
 from qdesk.core.models.gguf_header import GGUFHeader, read_header
 
@@ -54,8 +53,15 @@ def materialize_gguf(gguf_path: Path, target: Path, progress: ProgressFn | None 
         config = hf_config(header)
     except Unsupported as e:
         raise BadInput(f"{gguf_path}: the transformers backend cannot use this file: {e}") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # the data folder is a file, read-only, ...
+        raise BadInput(f"cannot make {target.parent} for the dense copy of {gguf_path.name} "
+                       f"({e.strerror or e}); set QDESK_DATA_DIR to a writable folder") from None
+    clean_stale_partials(target.parent)
+    tmp = partial_name(target)
+    remove(tmp)
+    tmp.mkdir()
     try:
         _write_weights(header, config, tmp, progress)
         _write_configs(header, config, tmp)
@@ -66,19 +72,28 @@ def materialize_gguf(gguf_path: Path, target: Path, progress: ProgressFn | None 
             progress("tokenizer", 1, 1)
         (tmp / SOURCE_FILE).write_text(json.dumps(source_record(header), indent=2))
         try:
-            tmp.rename(target)
-        except OSError:
+            publish(tmp, target)  # never over a folder that appeared meanwhile
+        except FileExistsError:
             if not (target / "config.json").is_file():
-                raise
+                raise BadInput(f"{target} appeared while its dense copy was being written and "
+                               "is not one; move it away and try again") from None
             log.info("%s was made by another run meanwhile", target)
-    except OSError as e:
-        if e.errno == 28:  # ENOSPC
-            raise OutOfResources(f"disk full while writing the dense copy of {gguf_path}") from None
+    except Exception as e:
+        if is_disk_full(e):  # safetensors, the tokenizers library or our own writes
+            raise OutOfResources(
+                f"disk full while writing the dense copy of {gguf_path}: it needs about "
+                f"{_dense_bytes(header) / 2**30:.1f} GiB free in {target.parent}") from None
+        if isinstance(e, OSError):
+            raise BadInput(f"cannot write {target}: {e.strerror or e}") from None
         raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
     return target
+
+
+def _dense_bytes(h: GGUFHeader) -> int:
+    """BF16 bytes of the file's parameters (the dense copy's weights)."""
+    return 2 * int(h.n_parameters or 0) or h.path.stat().st_size * 4
 
 
 def source_record(h: GGUFHeader) -> dict:

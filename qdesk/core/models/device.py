@@ -79,9 +79,10 @@ def choose_placement(shape: DecodeShape, dtype: str | None = None) -> Placement:
     # later measurement must not change the user's results).
     key = f"{_cpu_name()}|torch {_torch_version()}|{shape}"
     cache = _read_dtype_cache()
-    if key in cache:
-        chosen, reason = cache[key]["dtype"], cache[key]["reason"]
-        return Placement("cpu", chosen, reason + " (kept from the first load)")
+    entry = cache.get(key)
+    if (isinstance(entry, dict) and entry.get("dtype") in ("bfloat16", "float32")
+            and isinstance(entry.get("reason"), str)):  # a damaged entry is measured again
+        return Placement("cpu", entry["dtype"], entry["reason"] + " (kept from the first load)")
     bf16 = decode_step_seconds("bfloat16", shape)
     f32 = decode_step_seconds("float32", shape)
     chosen = "bfloat16" if bf16 <= f32 else "float32"

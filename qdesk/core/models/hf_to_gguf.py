@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from qdesk.core.atomic import clean_stale_partials, partial_name, publish, remove
 from qdesk.core.errors import BadInput, Cancelled, OutOfResources
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "auto")
@@ -119,7 +120,8 @@ def convert_steps(
         raise BadInput(f"unknown GGUF output type '{outtype}' (choose {', '.join(OUTTYPES)})")
     script = converter_script()
     target = Path(target)
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    clean_stale_partials(target.parent)
+    tmp = partial_name(target)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(converter_dir() / "gguf-py"), str(converter_dir())]
@@ -149,14 +151,17 @@ def convert_steps(
             yield last
         proc.wait()
         if proc.returncode != 0:
-            raise _failure(source, "\n".join(log), proc.returncode)
-        os.replace(tmp, target)
+            raise _failure(source, "\n".join(log), proc.returncode, outtype)
+        try:
+            publish(tmp, target)  # never over a file that appeared meanwhile
+        except FileExistsError:
+            raise BadInput(f"{target} appeared while the converter was writing it; "
+                           "it was left as it is") from None
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
-        if tmp.exists():
-            tmp.unlink()
+        remove(tmp)
 
 
 def _lines(proc: subprocess.Popen) -> Iterator[str | None]:
@@ -192,11 +197,14 @@ def _lines(proc: subprocess.Popen) -> Iterator[str | None]:
         yield pending.decode("utf-8", "replace").strip()
 
 
-def _failure(source: Path, stderr: str, returncode: int = 1) -> Exception:
+def _failure(source: Path, stderr: str, returncode: int = 1, outtype: str = "bf16") -> Exception:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     last = lines[-1] if lines else "no message"
     if "No space left on device" in stderr:
-        return OutOfResources(f"disk full while converting {source} to GGUF")
+        weights = sum(p.stat().st_size for p in Path(source).glob("*.safetensors"))
+        need = weights * (2 if outtype == "f32" else 1)
+        return OutOfResources(f"disk full while converting {source} to GGUF: the file needs "
+                              f"about {need / 2**30:.1f} GiB free")
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name

@@ -130,15 +130,26 @@ def _read_config(path: Path) -> dict:
     return config
 
 
-def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bool) -> LoadedModel:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def check_model_folder(text: str, trust_remote_code: bool = False) -> None:
+    """Every check ``open_model`` makes on a Hugging Face or qdesk folder before
+    it loads anything (config, architecture, sizes, weight headers and index,
+    qdesk.json); raises BadInput. The fuzzer's entry point."""
+    ref = resolve(text)
+    if ref.kind not in ("hf", "qdesk"):
+        raise BadInput(f"{text}: not a model folder")
+    raw, config, files, records, quant, shape = _inspect_hf(ref, ref.path, trust_remote_code)
+    if ref.kind == "qdesk":
+        _qdesk_quantization(ref.path, quant, 0)
+
+
+def _inspect_hf(ref: ModelRef, path: Path, trust_remote_code: bool):
+    """(raw config, config, weight files, tensor records, quantization_config,
+    DecodeShape), every one checked; nothing is allocated from them yet."""
+    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from qdesk.core.chat.hf_backend import HFBackend
-    from qdesk.core.chat.tokenizers import HFChatTokenizer
-    from qdesk.core.models.device import DecodeShape, choose_placement
     from qdesk.core.models.safetensors_check import read_safetensors_header
+    from qdesk.core.models.weight_index import check_weight_index
 
     raw = _read_config(path)
     _check_architecture(ref, raw, trust_remote_code, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
@@ -147,19 +158,27 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
     except Exception as e:
         raise BadInput(f"{ref.text}: config.json cannot be used ({_one_line(e)})") from None
     files = _weight_files(path)
+    headers = {f.name: read_safetensors_header(f) for f in files}
+    check_weight_index(path, headers)  # before transformers follows it anywhere
     records = {}
-    for f in files:
-        records.update(read_safetensors_header(f))
-    quant = dict(raw.get("quantization_config") or {})
-    hidden = int(getattr(config, "hidden_size", 0) or 0)
-    inter = int(getattr(config, "intermediate_size", 0) or hidden * 4)
-    n_heads = int(getattr(config, "num_attention_heads", 1) or 1)
-    head_dim = int(getattr(config, "head_dim", 0) or hidden // n_heads)
-    kv_heads = int(getattr(config, "num_key_value_heads", 0) or n_heads)
-    shape = DecodeShape(
-        hidden=hidden, intermediate=inter, layers=int(getattr(config, "num_hidden_layers", 1)),
-        kv_width=kv_heads * head_dim, vocab=int(getattr(config, "vocab_size", 0) or 32000),
-    )
+    for h in headers.values():
+        records.update(h)
+    quant = raw.get("quantization_config") or {}
+    if not isinstance(quant, dict):
+        raise BadInput(f"{path / 'config.json'}: quantization_config is not a table")
+    return raw, config, files, records, dict(quant), _decode_shape(path, config, records)
+
+
+def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bool) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qdesk.core.chat.hf_backend import HFBackend
+    from qdesk.core.chat.tokenizers import HFChatTokenizer
+    from qdesk.core.models.device import choose_placement
+    from qdesk.core.models.weight_index import refuse_missing_tensors
+
+    raw, config, files, records, quant, shape = _inspect_hf(ref, path, trust_remote_code)
     packed = _packed_plan(path, files, records, raw, config, shape, dtype, trust_remote_code)
     placement = packed.placement if packed else choose_placement(shape, dtype)
     n_params = sum(_numel(r["shape"]) for r in records.values()) - _tied_copy(records, config)
@@ -182,19 +201,25 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
     except Exception as e:
         raise BadInput(f"{ref.text}: its tokenizer cannot be loaded ({_one_line(e)})") from None
     try:
-        model = packed.load() if packed else AutoModelForCausalLM.from_pretrained(
-            str(path),
-            dtype=getattr(torch, placement.dtype),
-            device_map=placement.device,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=True,
-        )
+        if packed:
+            model, missing = packed.load(), ()
+        else:
+            model, info = AutoModelForCausalLM.from_pretrained(
+                str(path),
+                dtype=getattr(torch, placement.dtype),
+                device_map=placement.device,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=True,
+                output_loading_info=True,
+            )
+            missing = info.get("missing_keys") or ()
     except torch.OutOfMemoryError:
         raise OutOfResources(f"{ref.text}: out of {placement.device} memory while loading") from None
     except Exception as e:
         raise BadInput(
             f"{ref.text}: transformers cannot load it ({type(e).__name__}: {_one_line(e)})"
         ) from None
+    refuse_missing_tensors(path, missing)  # never a partly random model
     model.eval()
     gen_eos = getattr(model.generation_config, "eos_token_id", None)
     gen_eos = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
@@ -209,7 +234,7 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
         architecture=(config.architectures or [type(model).__name__])[0],
         parameters=n_params,
         layers=int(getattr(config, "num_hidden_layers", 0) or 0),
-        hidden_size=hidden,
+        hidden_size=shape.hidden,
         vocab_size=int(getattr(config, "vocab_size", 0) or len(tokenizer)),
         context_length=n_ctx,
         dtype=placement.dtype,
@@ -219,6 +244,46 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
         quantization={**quant, **packed.facts()} if packed else quant,
     )
     return LoadedModel(HFBackend(model, chat_tok, name, n_ctx), facts, model, tokenizer)
+
+
+# Far beyond any released model: a config past these is damaged or hostile, and
+# the CPU dtype timing would allocate its matrices.
+_SIZE_LIMITS = {"hidden_size": 1 << 17, "intermediate_size": 1 << 20, "num_hidden_layers": 4096,
+                "num_attention_heads": 1 << 12, "num_key_value_heads": 1 << 12, "head_dim": 1 << 12,
+                "vocab_size": 1 << 24}
+
+
+def _decode_shape(path: Path, config, records: dict):
+    """The config's sizes, checked before anything is allocated from them: each
+    a positive integer within ``_SIZE_LIMITS``, and together no larger than the
+    weight files can hold (16x their elements: a 2-bit packed checkpoint)."""
+    from qdesk.core.models.device import DecodeShape
+
+    where = path / "config.json"
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    sizes = {}
+    for key, limit in _SIZE_LIMITS.items():
+        value = getattr(text, key, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
+            raise BadInput(f"{where}: {key} is {str(value)[:40]!r}, not an integer in 1..{limit}")
+        sizes[key] = value
+    hidden = sizes.get("hidden_size", 0)
+    n_heads = sizes.get("num_attention_heads", 1)
+    head_dim = sizes.get("head_dim") or max(1, hidden // n_heads)
+    shape = DecodeShape(
+        hidden=hidden, intermediate=sizes.get("intermediate_size") or hidden * 4,
+        layers=sizes.get("num_hidden_layers", 1),
+        kv_width=sizes.get("num_key_value_heads", n_heads) * head_dim,
+        vocab=sizes.get("vocab_size") or 32000,
+    )
+    described = sum(i * o * n for i, o, n in shape.products())
+    stored = sum(_numel(r["shape"]) for r in records.values())
+    if described > 16 * stored + (1 << 24):
+        raise BadInput(f"{where}: its sizes describe {described / 1e9:.3g} billion parameters, far "
+                       f"more than the weight files hold ({stored / 1e9:.3g} billion values)")
+    return shape
 
 
 def _packed_plan(path, files, records, raw, config, shape, dtype, trust_remote_code):
@@ -235,6 +300,9 @@ def _check_architecture(ref: ModelRef, raw: dict, trust_remote_code: bool, known
     """A model_type transformers has a causal LM for, or remote code the user
     allowed; otherwise one line naming the architecture and why."""
     model_type = raw.get("model_type")
+    if model_type is not None and (not isinstance(model_type, str) or len(model_type) > 100):
+        raise BadInput(f"{ref.text}: config.json's model_type is {str(model_type)[:40]!r}, "
+                       "not an architecture name")
     if model_type in known:
         return
     remote = raw.get("auto_map")
@@ -279,11 +347,24 @@ def _tied_copy(records: dict, config) -> int:
 
 def _qdesk_quantization(path: Path, quant: dict, n_params: int) -> tuple[dict, int]:
     """What a qdesk checkpoint's qdesk.json says about its quantization."""
+    where = path / "qdesk.json"
     try:
-        recipe = json.loads((path / "qdesk.json").read_text(encoding="utf-8"))
+        recipe = json.loads(where.read_text(encoding="utf-8"))
         config = recipe["config"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise BadInput(f"{path / 'qdesk.json'}: not a readable qdesk recipe ({e})") from None
+        raise BadInput(f"{where}: not a readable qdesk recipe ({e})") from None
+    if not isinstance(config, dict):
+        raise BadInput(f"{where}: 'config' is not a table")
+    for key, types in (("method", str), ("bits", int), ("group_size", int), ("symmetric", bool)):
+        value = config.get(key)
+        if value is not None and (not isinstance(value, types)
+                                  or (types is int and isinstance(value, bool))):
+            raise BadInput(f"{where}: config.{key} is {str(value)[:40]!r}, not a {types.__name__}")
+    for key, types in (("plan", dict), ("bits_per_weight", (int, float)), ("parameters", int),
+                       ("calibration", (dict, str)), ("source", (dict, str)), ("self_check", dict)):
+        value = recipe.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise BadInput(f"{where}: {key} is {str(value)[:40]!r}, of the wrong type")
     if not quant:
         raise BadInput(f"{path}: config.json has no quantization_config")
     summary = {

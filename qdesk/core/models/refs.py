@@ -62,9 +62,25 @@ def resolve(text: str) -> ModelRef:
         return ModelRef(text, "hf", path=path)
     if HUB_ID.match(text):
         hub_id, _, revision = text.partition("@")
+        _check_hub_id(text, hub_id)
         return ModelRef(text, "hub", hub_id=hub_id, revision=revision or None)
     raise BadInput(
         f"'{text}' is not a model: give demo, a model folder, a .gguf file or a hub id ORG/NAME"
     )
 
 
+
+
+def _check_hub_id(text: str, hub_id: str) -> None:
+    """huggingface-hub's own rule for repo ids (characters, no leading or
+    trailing '-' or '.', at most 96), checked here so a bad id is one line."""
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:
+        return
+    try:
+        validate_repo_id(hub_id)
+    except HFValidationError:
+        raise BadInput(f"'{text[:120]}' is not a valid hub id: ORG/NAME of letters, digits, "
+                       "'-', '_' and '.', not starting or ending with '-' or '.', at most 96 "
+                       "characters") from None

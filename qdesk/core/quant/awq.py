@@ -48,7 +48,8 @@ def search_scales(
         for w, c in zip(weights, configs):
             ws = w.float() * s
             scale, zero = choose_qparams(
-                ws, c.bits, c.group_size, c.symmetric, 1.0, scale_dtype_for(w.dtype)
+                ws, c.bits, c.group_size, c.symmetric, 1.0, scale_dtype_for(w.dtype),
+                c.narrow_grid,
             )
             wq = fake_quantize(ws, scale, zero, c.bits, c.group_size) * s_inv
             err += _output_error(w.float(), wq, h)

@@ -165,7 +165,18 @@ def file_texts(path: Path, tokenizer, chat_template: bool) -> list[str]:
         except json.JSONDecodeError:
             raise BadInput(f"{path}:{i}: not a JSON line") from None
         if isinstance(row, dict) and isinstance(row.get("messages"), list):
-            texts.append(_apply_template(tokenizer, row["messages"]))
+            messages = row["messages"]
+            if not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str) for m in messages
+            ):
+                raise BadInput(f"{path}:{i}: 'messages' must be a list of {{\"role\": ..., "
+                               f"\"content\": ...}} objects with string values")
+            try:
+                texts.append(_apply_template(tokenizer, messages))
+            except Exception as e:  # a Jinja template error on the user's messages
+                raise BadInput(f"{path}:{i}: the chat template refuses these messages "
+                               f"({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
         elif isinstance(row, dict) and isinstance(row.get("text"), str):
             t = row["text"]
             texts.append(
@@ -250,6 +261,23 @@ def source_texts(name: str, rng: random.Random, tokenizer, need_tokens: int) -> 
         "chat": lambda: chat_texts(rng, tokenizer, max(20, need_tokens // 60)),
     }
     return readers[name]()
+
+
+def check_calibration(spec: str, samples: int, tokens: int) -> None:
+    """The checks ``build_calibration`` makes that need no tokenizer (counts, a
+    local file's existence, encoding and lines), so they run before any model
+    loads. Raises BadInput."""
+    if samples < 1 or tokens < 8:
+        raise BadInput(f"calibration needs at least 1 sample of 8 tokens, not {samples} x {tokens}")
+    if spec == "mix" or spec in BUILTIN or spec.startswith("hf:"):
+        return
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise BadInput(
+            f"calibration '{spec}': neither a built-in set ({', '.join(BUILTIN)}), "
+            "a .txt/.jsonl file nor hf:NAME"
+        )
+    file_texts(path, None, chat_template=False)  # no template: structure only
 
 
 def build_calibration(

@@ -23,36 +23,68 @@ them back and computes what qdesk computed.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import torch
 
-from qdesk.core.errors import BadInput, OutOfResources
+from qdesk.core.atomic import (
+    check_manifest,
+    clean_stale_partials,
+    file_manifest,
+    partial_name,
+    publish,
+    remove,
+    replace_verified,
+)
+from qdesk.core.errors import BadInput, OutOfResources, is_disk_full
 from qdesk.core.quant.packing import pack_int32
 from qdesk.core.quant.primitives import QuantizedWeight
 
 log = logging.getLogger(__name__)
 
 FORMAT = "pack-quantized"
+RECIPE_FILE = "qdesk.json"
 
 
 def check_output_dir(path: Path, force: bool) -> None:
     """Refuse an existing folder unless ``force``; even then replace only an empty
-    folder or an earlier qdesk checkpoint, never other files of the user's."""
+    folder or a qdesk checkpoint whose manifest (``qdesk.json`` ``files``) lists
+    exactly the files there, never other files of the user's. Also refuses an
+    output qdesk cannot name or write, before any work."""
     path = Path(path)
-    if not path.exists():
-        if not path.parent.exists():
-            raise BadInput(f"{path.parent}: no such folder")
+    _check_writable_name(path)
+    if not path.exists() and not path.is_symlink():
+        if not path.parent.is_dir():
+            what = "not a folder" if path.parent.exists() else "no such folder"
+            raise BadInput(f"{path.parent}: {what}")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise BadInput(f"{path.parent}: not writable (permission denied)")
         return
     if not force:
         raise BadInput(f"{path} exists (pass --force to replace a qdesk checkpoint there)")
-    if not path.is_dir() or (any(path.iterdir()) and not (path / "qdesk.json").is_file()):
-        raise BadInput(f"{path} exists and is not a qdesk checkpoint: qdesk will not replace it")
+    check_manifest(path, RECIPE_FILE, "checkpoint")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{path.parent}: not writable (permission denied)")
+
+
+def _check_writable_name(path: Path) -> None:
+    """A name the file system and qdesk.json can hold (a name from bytes that are
+    not UTF-8 reaches Python as lone surrogates, and json/safetensors fail on it
+    only after the whole job)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{os.fsencode(path)!r}: the output name is not valid UTF-8") from None
+    if len(os.fsencode(path.name)) > 200:  # room for the partial name's prefix and suffix
+        raise BadInput(f"{path.name[:40]}…: the output name is too long")
+
+
+def verify_checkpoint(path: Path) -> None:
+    """BadInput unless ``path`` is a qdesk checkpoint (or empty) qdesk may replace."""
+    check_manifest(path, RECIPE_FILE, "checkpoint")
 
 
 def weights_config(qw: QuantizedWeight) -> dict:
@@ -183,14 +215,15 @@ def write_checkpoint(
 
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
-    tmp = out_dir.parent / f".{out_dir.name}.qdesk-partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    clean_stale_partials(out_dir.parent)
+    tmp = partial_name(out_dir)
+    remove(tmp)
     linear_names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     try:
         tmp.mkdir()
         state = compressed_state_dict(model, records)
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        del state
         config = model.config.to_dict()
         config["quantization_config"] = quantization_config(records, linear_names)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")
@@ -199,24 +232,28 @@ def write_checkpoint(
             gen.save_pretrained(str(tmp))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        (tmp / "qdesk.json").write_text(json.dumps(recipe, indent=2), encoding="utf-8")
-        if out_dir.exists():  # checked above: empty or an earlier qdesk checkpoint
-            old = out_dir.parent / f".{out_dir.name}.qdesk-old-{os.getpid()}"
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
+        # The manifest makes this folder verifiably qdesk's: --force replaces it
+        # only while it holds exactly these files.
+        recipe = {**recipe, "files": file_manifest(tmp, RECIPE_FILE)}
+        (tmp / RECIPE_FILE).write_text(json.dumps(recipe, indent=2), encoding="utf-8")
+        if force:
+            replace_verified(tmp, out_dir, verify_checkpoint)
         else:
-            tmp.rename(out_dir)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno == errno.ENOSPC:
+            publish(tmp, out_dir)
+    except FileExistsError:
+        raise BadInput(f"{out_dir} appeared while the checkpoint was being saved (another "
+                       "program or qdesk run?); it was left as it is and nothing was written") from None
+    except Exception as e:
+        if is_disk_full(e):
             need = sum(v.numel() * v.element_size() for v in compressed_state_dict(model, records).values())
             raise OutOfResources(
-                f"disk full writing {out_dir}: the checkpoint needs about {need / 2**20:.0f} MiB"
+                f"disk full writing {out_dir}: the checkpoint needs about {need / 2**20:.1f} MiB "
+                f"of weights plus its tokenizer (a few MiB) free in {out_dir.parent}"
             ) from None
-        raise BadInput(f"cannot write {out_dir}: {e.strerror or e}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise BadInput(f"cannot write {out_dir}: {e.strerror or e}") from None
         raise
+    finally:
+        remove(tmp)
     log.info("wrote %s", out_dir)
     return out_dir

@@ -36,6 +36,32 @@ class LayerQuantized(_Event):
 
 
 @dataclass(frozen=True)
+class TuningProgress(_Event):
+    """A tuning method (SignRound) is ``iteration`` of ``iterations`` into decoder
+    block ``block`` of ``blocks`` (1-based); loss: the mini-batch's mean square
+    output error against the dense block."""
+
+    block: int
+    blocks: int
+    iteration: int
+    iterations: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class BlockTuned(_Event):
+    """One decoder block tuned: its output error at the first iteration and the
+    lowest one (whose parameters were kept), and the seconds it took."""
+
+    block: int
+    blocks: int
+    iterations: int
+    loss_start: float
+    loss_best: float
+    seconds: float
+
+
+@dataclass(frozen=True)
 class LayerSensitivity(_Event):
     """The sensitivity search's measurement of one Linear: its relative output
     error when rounded (RTN, no clipping) at each width the search may give it."""

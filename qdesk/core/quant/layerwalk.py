@@ -17,6 +17,7 @@ from torch import nn
 from qdesk.core.errors import BadInput
 from qdesk.core.quant.events import CalibrationProgress
 from qdesk.core.quant.stats import InputStats
+from qdesk.core.threads import apply_torch_threads
 
 ERROR_SAMPLES = 1024  # calibration tokens kept per Linear input to measure output error
 
@@ -133,6 +134,10 @@ def cast_kwargs(kwargs: dict, dtype: torch.dtype) -> dict:
 
 
 def run_layer(layer: nn.Module, x: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    # The job is a compute stream like a chat pane: a team wider than the cores
+    # other work leaves free waits at every barrier for a descheduled member
+    # (qdesk/core/threads.py), which made jobs beside a chat many times slower.
+    apply_torch_threads()
     out = layer(x, **kwargs)
     return out[0] if isinstance(out, tuple) else out
 

@@ -37,6 +37,20 @@ class PlanRule:
     method: str | None = None
 
     def __post_init__(self) -> None:
+        # Plan files are untrusted input: every field's type, where it enters.
+        if not isinstance(self.match, str):
+            raise BadInput(f"a plan rule's 'match' is {str(self.match)[:40]!r}, not a pattern string")
+        if not isinstance(self.keep, bool):
+            raise BadInput(f"plan rule {self.match!r}: 'keep' must be true or false")
+        if self.bits is not None and (type(self.bits) is not int or self.bits not in (2, 3, 4, 8)):
+            raise BadInput(f"plan rule {self.match!r}: bits must be one of 8, 4, 3, 2, "
+                           f"not {str(self.bits)[:20]!r}")
+        if self.group_size is not None and (type(self.group_size) is not int
+                                            or not (self.group_size == -1 or self.group_size > 0)):
+            raise BadInput(f"plan rule {self.match!r}: group_size must be -1 or a positive "
+                           f"integer, not {str(self.group_size)[:20]!r}")
+        if self.method is not None and not isinstance(self.method, str):
+            raise BadInput(f"plan rule {self.match!r}: method must be a name")
         if not self.match:
             raise BadInput("a plan rule has an empty 'match' pattern")
         if self.match.startswith("re:"):
@@ -73,7 +87,13 @@ class Plan:
     budget_bpw: float | None = None
 
     def __post_init__(self) -> None:
-        if self.on_indivisible not in ON_INDIVISIBLE:
+        if not isinstance(self.sensitivity, bool):
+            raise BadInput(f"a plan's 'sensitivity' must be true or false, not {self.sensitivity!r}")
+        b = self.budget_bpw
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))
+                              or not 1.0 <= b <= 32.0):  # NaN fails the range too
+            raise BadInput(f"budget_bpw must be a number of bits per weight in 1..32, not {b!r}")
+        if not isinstance(self.on_indivisible, str) or self.on_indivisible not in ON_INDIVISIBLE:
             raise BadInput(
                 f"on_indivisible must be one of {', '.join(ON_INDIVISIBLE)}, "
                 f"not {self.on_indivisible!r}"
@@ -132,6 +152,9 @@ def load_plan(spec: str | Path, budget_bpw: float | None = None) -> Plan:
     text = str(spec)
     if text in PRESETS:
         plan = PRESETS[text]
+        if budget_bpw is not None and not plan.sensitivity:
+            raise BadInput(f"--budget-bpw applies to the sensitivity plan, not '{text}' "
+                           "(add --plan sensitivity)")
         return replace(plan, budget_bpw=budget_bpw) if budget_bpw is not None else plan
     path = Path(text).expanduser()
     if not path.is_file():
@@ -160,6 +183,6 @@ def load_plan(spec: str | Path, budget_bpw: float | None = None) -> Plan:
         name=str(data.get("name", path.stem)),
         rules=tuple(rules),
         on_indivisible=str(data.get("on_indivisible", "error")),
-        sensitivity=bool(data.get("sensitivity", False)),
+        sensitivity=data.get("sensitivity", False),
         budget_bpw=data.get("budget_bpw", budget_bpw),
     )

@@ -8,10 +8,14 @@ figure is the one the job will report), the checkpoint's size, the memory the
 job needs besides the model, and an estimated time.
 
 The time is a model of the job's work (forwards over the calibration tokens,
-Hessians, each method's per-weight and per-column work) with constants
-measured on a 2-core CPU (``benchmarks/bench_ui.py`` prints predicted against
-measured), scaled by this machine's measured matrix-product speed: an
-estimate, right within a factor of about 1.5, not a promise.
+Hessians, each method's per-weight and per-column work), scaled by this
+machine's matrix-product speed measured when the model is looked at. Its
+constants come from one measurement: GPTQ 4-bit g64 of the demo model on 4 x 64
+calibration tokens took 44 s on the idle 2-core development machine (which
+measures about 350 GFLOP/s here). It is an estimate: on a machine other
+programs keep busy a job takes many times longer (``benchmarks/bench_ui.py``
+prints predicted against measured); the page's time left during a run comes
+from the layers actually done.
 """
 
 from __future__ import annotations
@@ -124,14 +128,15 @@ def predict(shapes: ModelShapes, config: QuantConfig, plan: Plan, samples: int,
         raise BadInput(f"plan '{plan.name}' keeps every layer: nothing to quantize")
     hessian = any(_needs_hessian(configs[lin.name]) for lin in quantized)
     job_tokens = samples * tokens
-    if not hessian:  # the job keeps a few samples only to measure the error
+    tuned = any(configs[lin.name].method == "signround" for lin in quantized)
+    if not hessian and not tuned:  # the job keeps a few samples only to measure the error
         k = min(samples, max(1, math.ceil(_ERROR_TOKENS / tokens)))
         job_tokens = k * tokens
     weights = _weights_bytes(shapes, configs)
     recipe = 1500 + 260 * len(quantized) + 80 * (len(shapes.linears) - len(quantized))
     config_json = 2000 + 60 * len(shapes.linears)
     memory = shapes.memory_base[hessian] + shapes.memory_per_token[hessian] * job_tokens
-    seconds = _seconds(shapes, configs, plan, job_tokens)
+    seconds = _seconds(shapes, configs, plan, job_tokens, tokens)
     return Prediction(
         bits_per_weight=bpw, exact=exact, layers_quantized=len(quantized),
         layers_kept=len(shapes.linears) - len(quantized), weights_bytes=weights,
@@ -141,7 +146,7 @@ def predict(shapes: ModelShapes, config: QuantConfig, plan: Plan, samples: int,
 
 
 def _needs_hessian(config: QuantConfig) -> bool:
-    return config.method in ("gptq", "awq")
+    return config.method in ("gptq", "awq") or bool(getattr(config, "act_weighted", False))
 
 
 def _weights_bytes(shapes: ModelShapes, configs: dict[str, QuantConfig | None]) -> int:
@@ -176,7 +181,8 @@ def _weights_bytes(shapes: ModelShapes, configs: dict[str, QuantConfig | None]) 
 
 # The job's work, in seconds per unit on the 2-core machine the constants were
 # measured on, with its matrix-product speed _REFERENCE_FLOPS (see module doc).
-_REFERENCE_FLOPS = 60e9
+_REFERENCE_FLOPS = 350e9
+_FORWARD_EFFICIENCY = 1 / 3
 _FORWARDS_PER_LAYER = 3.0  # statistics pass, error measurement, the pass to the next layer
 _SECONDS_PER_COLUMN = {"gptq": 110e-6}  # GPTQ's column loop (Python per column)
 _WEIGHT_PASSES = {"rtn": 12, "gptq": 14, "awq": 40, "hqq": 60}  # elementwise passes over W
@@ -184,7 +190,8 @@ _SECONDS_PER_WEIGHT_PASS = 0.9e-9
 _SECONDS_PER_LINEAR = 0.004  # fixed cost: packing the codes, bookkeeping
 
 
-def _seconds(shapes: ModelShapes, configs, plan: Plan, job_tokens: int) -> float:
+def _seconds(shapes: ModelShapes, configs, plan: Plan, job_tokens: int,
+             sample_tokens: int = 512) -> float:
     speed = shapes.matmul_flops / _REFERENCE_FLOPS if shapes.matmul_flops > 0 else 1.0
     decoder_params = sum(lin.numel for lin in shapes.linears)
     passes = _FORWARDS_PER_LAYER + (2 if plan.sensitivity else 0)
@@ -206,7 +213,15 @@ def _seconds(shapes: ModelShapes, configs, plan: Plan, job_tokens: int) -> float
                 1 + lin.out_features / 4096)
         seconds += _WEIGHT_PASSES.get(c.method, 20) * lin.numel * _SECONDS_PER_WEIGHT_PASS
         seconds += _SECONDS_PER_LINEAR
-    seconds += flops / _REFERENCE_FLOPS
+        if c.method == "signround":
+            # Every iteration: a forward and a backward (about twice a forward) of a
+            # mini-batch through the block, and about 30 elementwise passes over W.
+            flops += c.iters * 3 * 2 * lin.numel * c.batch_size * sample_tokens
+            seconds += c.iters * 30 * lin.numel * _SECONDS_PER_WEIGHT_PASS
+    # Layer forwards and Hessian products run at a fraction of the speed a square
+    # product measures (small matrices, Python between the calls): a third is
+    # assumed here, not measured.
+    seconds += flops / (_FORWARD_EFFICIENCY * _REFERENCE_FLOPS)
     return seconds / speed + 1.0
 
 

@@ -3,6 +3,11 @@
 Conventions (those of compressed-tensors, so the checkpoint needs no conversion):
 - weight ``w``: (out, in); ``group_size`` divides ``in`` (``-1`` = one group per row).
 - integers are signed: ``q`` in [-2^(b-1), 2^(b-1) - 1], stored as int8.
+- symmetric grid ("full", the default): the signed value of largest magnitude in
+  a group maps to -2^(b-1), scale = that value / -2^(b-1) (llama.cpp's Q4_0 and
+  auto-round's choice), so all 2^b codes are used; the scale is negative when
+  that value is positive. ``narrow=True`` is the older grid: scale = max|w| /
+  (2^(b-1) - 1) > 0, codes -(2^(b-1) - 1)..2^(b-1) - 1, one level unused.
 - ``scale``: (out, n_groups) in a 16-bit float (the storage dtype); ``zero``: int8
   (out, n_groups) for asymmetric, ``None`` for symmetric, or (HQQ's float zero)
   the same 16-bit dtype as the scale.
@@ -48,22 +53,41 @@ def choose_qparams(
     symmetric: bool,
     shrink: torch.Tensor | float = 1.0,
     scale_dtype: torch.dtype = torch.bfloat16,
+    narrow: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Min-max scale (and integer zero) per group; ``shrink`` (scalar or
-    (out, n_groups)) narrows the range before rounding (clipping search)."""
+    (out, n_groups)) narrows the range before rounding (clipping search).
+    ``narrow``: the older symmetric grid (see the module doc)."""
     qmin, qmax = qrange(bits)
     wg = _grouped(w, group_size)
     shrink = torch.as_tensor(shrink, dtype=torch.float32, device=w.device)
-    if symmetric:
-        # Map the largest magnitude to qmax (not qmin), so no value clips.
+    if symmetric and narrow:
+        # The largest magnitude maps to qmax, so no value clips and one code is unused.
         amax = wg.abs().amax(dim=-1) * shrink
         scale = (amax / qmax).clamp_min(1e-8).to(scale_dtype)
         return scale, None
+    if symmetric:
+        return signed_max_scale(wg, bits, shrink, scale_dtype), None
     lo = (wg.amin(dim=-1) * shrink).clamp_max(0.0)
     hi = (wg.amax(dim=-1) * shrink).clamp_min(0.0)
     scale = ((hi - lo) / (qmax - qmin)).clamp_min(1e-8).to(scale_dtype)
     zero = torch.round(qmin - lo / scale.float()).clamp(qmin, qmax).to(torch.int8)
     return scale, zero
+
+
+def signed_max_scale(wg: torch.Tensor, bits: int, shrink, scale_dtype: torch.dtype
+                     ) -> torch.Tensor:
+    """Full symmetric grid: wg (out, n_groups, g) float32 -> scale (out, n_groups)
+    = (the signed value of largest magnitude) * shrink / -2^(b-1). That value codes
+    to exactly -2^(b-1); the opposite side reaches 2^(b-1) - 1 (a value beyond it
+    by less than half a step clips by at most that much, as in Q4_0)."""
+    qmin = qrange(bits)[0]
+    idx = wg.abs().argmax(dim=-1, keepdim=True)
+    vmax = wg.gather(-1, idx).squeeze(-1) * shrink
+    scale = vmax / qmin
+    # An all-zero group: any positive scale codes it to 0.
+    scale = torch.where(scale.abs() < 1e-8, torch.full_like(scale, 1e-8), scale)
+    return scale.to(scale_dtype)
 
 
 def quantize(
@@ -161,15 +185,21 @@ def mse_shrink(
     scale_dtype: torch.dtype,
     grid: int = 10,
     max_shrink: float = 0.2,
+    narrow: bool = False,
+    column_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-group range shrink that minimises the squared rounding error |w - Q(w)|^2
-    (the clipping search of GPTQ's reference code and llm-compressor's mse observer)."""
+    (the clipping search of GPTQ's reference code and llm-compressor's mse observer).
+    ``column_weight`` (in,): weight each input column's error, sum_j c_j d_ij^2, e.g.
+    by the calibration inputs' mean square (activation-weighted rounding)."""
     wg = _grouped(w, group_size)
+    cw = None if column_weight is None else column_weight.float().to(w.device).reshape(
+        1, wg.shape[1], wg.shape[2])
     best = torch.full(wg.shape[:2], float("inf"), device=w.device)
     best_shrink = torch.ones(wg.shape[:2], device=w.device)
     for i in range(grid + 1):
         p = 1.0 - max_shrink * i / grid
-        scale, zero = choose_qparams(w, bits, group_size, symmetric, p, scale_dtype)
+        scale, zero = choose_qparams(w, bits, group_size, symmetric, p, scale_dtype, narrow)
         x = wg / scale.float().unsqueeze(-1)
         if zero is not None:
             x = x + zero.float().unsqueeze(-1)
@@ -177,7 +207,7 @@ def mse_shrink(
         if zero is not None:
             q = q - zero.float().unsqueeze(-1)
         d = q * scale.float().unsqueeze(-1) - wg
-        err = (d * d).sum(-1)
+        err = (d * d).sum(-1) if cw is None else (d * d * cw).sum(-1)
         better = err < best
         best = torch.where(better, err, best)
         best_shrink = torch.where(better, torch.full_like(best_shrink, p), best_shrink)
@@ -193,6 +223,7 @@ def output_shrink(
     hessian: torch.Tensor,
     grid: int = 10,
     max_shrink: float = 0.2,
+    narrow: bool = False,
 ) -> torch.Tensor:
     """Per-group range shrink that minimises the group's share of the *output*
     error d^T H_gg d (H = sum x x^T over calibration inputs, H_gg its diagonal
@@ -206,7 +237,7 @@ def output_shrink(
     qmin, qmax = qrange(bits)
     for i in range(grid + 1):
         p = 1.0 - max_shrink * i / grid
-        scale, zero = choose_qparams(w, bits, group_size, symmetric, p, scale_dtype)
+        scale, zero = choose_qparams(w, bits, group_size, symmetric, p, scale_dtype, narrow)
         s = scale.float().unsqueeze(-1)
         z = 0.0 if zero is None else zero.float().unsqueeze(-1)
         d = (torch.round(wg / s + z).clamp(qmin, qmax) - z) * s - wg

@@ -181,7 +181,7 @@ def quantize_steps(
     todo = [n for n, c in configs.items() if c is not None]
     if not todo:
         raise BadInput(f"plan '{plan.name}' keeps every layer: nothing to quantize")
-    if not any(method_for(configs[n]).needs_hessian for n in todo):
+    if not any(method_for(configs[n]).uses_calibration for n in todo):
         # Calibration-free methods use the samples only to measure output error:
         # a few evenly spread samples (about 4 x ERROR_SAMPLES tokens) suffice.
         k = min(len(input_ids), max(1, -(-4 * ERROR_SAMPLES // input_ids.shape[1])))
@@ -231,13 +231,19 @@ def quantize_steps(
             if preparers:
                 _prepare_checked(layer, preparers, local, stats, family, inputs[0], kwargs[li],
                                  f"{prefix}.{li}")
+            tuned = {}
+            tuners = {method_for(local[n]).tune_block for n in names} - {None}
+            for tune in tuners:  # whole-block methods (SignRound), on the dense layer
+                part = {n: local[n] for n in names if method_for(local[n]).tune_block is tune}
+                tuned.update((yield from tune(layer, part, inputs, kwargs[li], dtype, li,
+                                              len(layers))))
             shared = (time.perf_counter() - t0) / len(names)
             modules = dict(layer.named_modules())
             for n in names:
                 t1 = time.perf_counter()
                 lin, cfg = modules[n], local[n]
                 w = lin.weight.data
-                qw = method_for(cfg).quantize(w, cfg, stats[n])
+                qw = tuned[n] if n in tuned else method_for(cfg).quantize(w, cfg, stats[n])
                 deq = qw.dequantize(w.dtype)
                 err = relative_output_error(w, deq, stats[n].samples)
                 lin.weight.data.copy_(deq)

@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSplitter,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -153,8 +152,9 @@ class ChatPage(QWidget):
         self.sampling = SamplingControls()
         self.plain = QCheckBox()
         # Files: one menu button, so the row stays narrow in a small window.
-        self.files_button = QToolButton()
-        self.files_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        # A push button: it keeps room for its menu arrow (a QToolButton drew the
+        # arrow over the last letters).
+        self.files_button = QPushButton()
         self.files_menu = QMenu(self)
         self.file_actions = {what: self.files_menu.addAction("") for what in
                              ("save", "load", "markdown", "png", "csv")}

@@ -86,6 +86,7 @@ class ComparePage(QWidget):
         self.result = None  # TextComparison
         self.result_models: list[dict] = []
         self.lengths = None  # LengthsDone
+        self._done_text = None  # the last outcome's line, made again on a language change
         self.text_file = ""
         self.prompts_file = ""
         self.quality: dict[str, list] = dict(
@@ -174,7 +175,10 @@ class ComparePage(QWidget):
         divergence.addWidget(right)
         divergence.setStretchFactor(0, 1)
         divergence.setStretchFactor(1, 1)
-        divergence.setSizes([650, 330])
+        # The plots' titles and axes need about 260 px; below that pyqtgraph draws
+        # past the widget's edge (cut off at 1024x640). The table scrolls instead.
+        right.setMinimumWidth(260)
+        divergence.setSizes([600, 380])
         self.lengths_plot = ReplyLengthPlot()
         self.lengths_table = QTableWidget()
         self.lengths_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
@@ -222,6 +226,8 @@ class ComparePage(QWidget):
 
     # -- texts --
     def retranslate(self) -> None:
+        if getattr(self, "_done_text", None) is not None and self.job is None:
+            self.status.setText(self._done_text())  # the last outcome, in the new language
         for label, (text, tip) in zip(self.form_labels, (
             (self.tr("Reference"), self.tr("The model the others are measured against.")),
             (self.tr("Models"), self.tr("The models to compare (they must share its vocabulary).")),
@@ -403,6 +409,7 @@ class ComparePage(QWidget):
         self.job.set_status(title)
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
+        self._done_text = None
         self.status.setText(note)
         self._update_buttons()
         return True
@@ -431,10 +438,12 @@ class ComparePage(QWidget):
 
     def _failed(self, message: str) -> None:
         self.last_error = message
+        self._done_text = None
         self.status.setText(message)
         self._finished()
 
     def _cancelled(self) -> None:
+        self._done_text = None
         self.status.setText(self.tr("Cancelled."))
         self._finished()
 
@@ -450,8 +459,11 @@ class ComparePage(QWidget):
         self.quality[ref_name] = list(points.values())
         self.save_state()
         self._draw_quality()
-        self.status.setText(self.tr("{n} windows of {ctx} tokens, {t} tokens scored.").format(
-            n=result.reports[0].windows, ctx=result.reports[0].ctx, t=result.reports[0].tokens))
+        r0 = result.reports[0]
+        self._done_text = lambda: self.tr("{n} windows of {ctx} tokens, {t} tokens scored.").format(
+            n=r0.windows, ctx=r0.ctx, t=r0.tokens)
+        self.status.setText(self._done_text())
+        self._update_buttons()  # Save/Report: _finished ran before the result was kept
         self.tabs.setCurrentIndex(0)
 
     def model_colors(self) -> dict[str, str]:
@@ -480,7 +492,9 @@ class ComparePage(QWidget):
         self.lengths_plot.show_stats(done.stats)
         self._fill_lengths_table(done)
         self.tabs.setCurrentIndex(1)
-        self.status.setText(self.tr("{n} replies.").format(n=len(done.records)))
+        self._done_text = lambda: self.tr("{n} replies.").format(n=len(done.records))
+        self.status.setText(self._done_text())
+        self._update_buttons()
 
     def _fill_lengths_table(self, done) -> None:
         heads = [self.tr("model"), self.tr("category"), self.tr("replies"),
@@ -542,6 +556,7 @@ class ComparePage(QWidget):
         except OSError as e:
             self.runner.show_error(self.tr("Compare"), f"{path}: {e.strerror or e}")
             return False
+        self._done_text = None
         self.status.setText(self.tr("Wrote {path}").format(path=path))
         return True
 

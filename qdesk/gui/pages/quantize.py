@@ -33,12 +33,14 @@ from qdesk.core.errors import BadInput, OutOfResources, QdeskError
 from qdesk.core.models import available_memory_bytes
 from qdesk.core.paths import data_dir
 from qdesk.core.quant.events import (
+    BlockTuned,
     CalibrationProgress,
     LayerKept,
     LayerQuantized,
     LayerSensitivity,
     QuantizeSummary,
     SavingCheckpoint,
+    TuningProgress,
 )
 from qdesk.core.quant.predict import model_shapes, predict, resolve_plan
 from qdesk.gui.formatting import duration, mib
@@ -206,6 +208,7 @@ class QuantizePage(QWidget):
             last = next((e for e in reversed(self.events) if self._status_of(e)), None)
             self._status = self._status_of(last) if last is not None else self.tr(
                 "preparing the calibration set…")
+            self._dirty = True  # the status bar's line too, at the next flush
         self._update_prediction(force=True)
         self._show_progress()
 
@@ -274,10 +277,12 @@ class QuantizePage(QWidget):
             return
         entry = self.models.entry(key)
         loaded = entry.loaded
+        # A read-only look (shapes, no copies): it holds no model, so a page the
+        # user turns to right after a load (Export, Chat) is not refused as "busy".
+        # The quantize run itself waits for these shapes (run_action).
         job = self.runner.start_call(
             self.tr("Measuring {name}").format(name=entry.name),
             lambda report: model_shapes(loaded),
-            models=(key,), refuse_quietly=True,
             on_done=lambda shapes: self._shapes_ready(key, shapes),
             on_failed=lambda message: self._shapes_jobs.discard(key),
             on_cancelled=lambda: self._shapes_jobs.discard(key),
@@ -556,6 +561,12 @@ class QuantizePage(QWidget):
             return self.tr("layer {i}/{n}: {name} ({method} {bits}-bit) error {err}").format(
                 i=event.index, n=event.total, name=event.name, method=event.method,
                 bits=event.bits, err=f"{event.rel_error:.4f}")
+        if isinstance(event, TuningProgress):
+            return self.tr("tuning block {b}/{n}: iteration {i}/{k}").format(
+                b=event.block, n=event.blocks, i=event.iteration, k=event.iterations)
+        if isinstance(event, BlockTuned):
+            return self.tr("tuned block {b}/{n} in {s}").format(
+                b=event.block, n=event.blocks, s=duration(event.seconds))
         if isinstance(event, SavingCheckpoint):
             return self.tr("saving {path}").format(path=event.path)
         if type(event).__name__ == "SelfCheck":
@@ -578,8 +589,11 @@ class QuantizePage(QWidget):
 
     def _show_progress(self) -> None:
         if self.job is None:
-            if self.summary is None:
-                self.progress_label.setText("")
+            # After a run: its outcome, in the current language (this runs on a
+            # language change too); a cancel or failure message is left as set.
+            if self.summary is not None:
+                self.progress_label.setText(self.tr("Done: {path}").format(
+                    path=self.summary.output_dir))
             return
         eta = self.eta_seconds()
         parts = [self._status,

@@ -23,6 +23,7 @@ class FlipRatePlot(pg.PlotWidget):
     def retranslate(self) -> None:
         style_plot(self.getPlotItem(), self.tr("flip rate by the reference's margin p1−p2"))
         self.getAxis("left").setLabel(self.tr("flip rate (%)"))
+        self.getAxis("bottom").setLabel(self.tr("reference margin, from"))
 
     def show_reports(self, reports) -> None:
         self.clear()
@@ -43,4 +44,3 @@ class FlipRatePlot(pg.PlotWidget):
             self.addItem(item)
         ticks = [(i, f"{b.lo:g}".replace("0.", ".") if b.lo else "0") for i, b in enumerate(bins)]
         self.getAxis("bottom").setTicks([ticks])
-        self.getAxis("bottom").setLabel(self.tr("reference margin, from"))

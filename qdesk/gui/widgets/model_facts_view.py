@@ -4,7 +4,7 @@ and the quantization job's own check of the result when there is one."""
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, Qt
-from PySide6.QtWidgets import QFormLayout, QLabel, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
 from qdesk.gui.formatting import check_text, mib, quantization_text
 
@@ -16,17 +16,21 @@ ROWS = ("model", "source", "backend", "architecture", "parameters", "layers", "h
 class ModelFactsView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._layout = QFormLayout(self)
-        self._layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self._layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
+        # A grid, not a QFormLayout: the form gave wrapped values the heights of
+        # another width (a long path lost its last line, a short name got an
+        # empty one).
+        self._layout = QGridLayout(self)
+        self._layout.setColumnStretch(1, 1)
         self._labels: dict[str, QLabel] = {}
         self._values: dict[str, QLabel] = {}
-        for key in ROWS:
+        for row, key in enumerate(ROWS):
             label, value = QLabel(), QLabel("—")
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             value.setWordWrap(True)
-            self._layout.addRow(label, value)
+            self._layout.addWidget(label, row, 0, Qt.AlignmentFlag.AlignTop)
+            self._layout.addWidget(value, row, 1, Qt.AlignmentFlag.AlignTop)
             self._labels[key], self._values[key] = label, value
+        self._layout.setRowStretch(len(ROWS), 1)
         self._facts = None
         self._check = None
         self.retranslate()
@@ -93,7 +97,8 @@ class ModelFactsView(QWidget):
             visible = quantized and (key != "check" or checked)
             if key == "calibration":
                 visible = visible and self._values[key].text() not in ("", "—")
-            self._layout.setRowVisible(self._labels[key], visible)
+            self._labels[key].setVisible(visible)
+            self._values[key].setVisible(visible)
 
     def value_text(self, key: str) -> str:
         return self._values[key].text()

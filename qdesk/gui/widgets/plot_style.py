@@ -15,5 +15,10 @@ def style_plot(plot: pg.PlotItem, title: str | None = None) -> None:
         axis.setTextPen(TEXT)
         axis.setPen("#909090")
         axis.enableAutoSIPrefix(False)
+        # pyqtgraph still scales a unitless axis inside (0, 1) by an SI prefix
+        # when it restyles a labelled axis (probabilities 0.05-0.15 were drawn as
+        # 50-150 after a language change); setLabel resets the allowed ranges, so
+        # the axis is told there are none, always.
+        axis.getSIPrefixEnableRanges = lambda: ()
     if title is not None:
         plot.setTitle(title, size="9pt", color=TEXT)

@@ -65,6 +65,9 @@ class QuantizeOptionsForm(QWidget):
         self.clip_search = QComboBox()
         for value in ("auto", "on", "off"):
             self.clip_search.addItem("", value)
+        self.signround_iters = QSpinBox()
+        self.signround_iters.setRange(0, 10_000)
+        self.signround_iters.setSingleStep(25)
         self.bits = QComboBox()
         for b in BITS:
             self.bits.addItem(str(b), b)
@@ -114,6 +117,7 @@ class QuantizeOptionsForm(QWidget):
         self._add(form, self.method)
         self._add(form, self.hqq_zero)
         self._add(form, self.clip_search)
+        self._add(form, self.signround_iters)
         self._add(form, self.bits)
         self._add(form, self.group)
         form.addRow(self.group_note)
@@ -149,7 +153,7 @@ class QuantizeOptionsForm(QWidget):
             combo.currentIndexChanged.connect(self._edited)
         self.plan.currentIndexChanged.connect(self._plan_chosen)
         self.calib.currentIndexChanged.connect(self._calib_chosen)
-        for spin in (self.samples, self.tokens, self.seed):
+        for spin in (self.samples, self.tokens, self.seed, self.signround_iters):
             spin.valueChanged.connect(self._edited)
         self.budget.valueChanged.connect(self._edited)
         self.chat_template.toggled.connect(self._edited)
@@ -169,6 +173,7 @@ class QuantizeOptionsForm(QWidget):
         labels = {
             self.method: self.tr("Method:"), self.hqq_zero: self.tr("HQQ zero:"),
             self.clip_search: self.tr("Clip search:"), self.bits: self.tr("Bits:"),
+            self.signround_iters: self.tr("Iterations:"),
             self.group: self.tr("Group size:"), self.symmetric: self.tr("Zero point:"),
             self.plan: self.tr("Preset:"), self.budget: self.tr("Budget:"),
             self.seed: self.tr("Seed:"),
@@ -186,6 +191,9 @@ class QuantizeOptionsForm(QWidget):
                            "rounding, so they lose less; needs calibration"),
             "hqq": self.tr("HQQ: optimises each group's zero point (and scale) against an lp "
                            "error; no calibration needed; asymmetric only"),
+            "signround": self.tr("SignRound: learns each weight's rounding and each group's "
+                                 "clipping by signed gradient descent on every decoder "
+                                 "block's output; slowest, most accurate; needs calibration"),
         }
         for i, m in enumerate(METHODS):
             self.method.setItemData(i, tips[m], Qt.ItemDataRole.ToolTipRole)
@@ -193,9 +201,11 @@ class QuantizeOptionsForm(QWidget):
         self.hqq_zero.setItemText(0, self.tr("integer (packed, bits + 16 per group)"))
         self.hqq_zero.setItemText(1, self.tr("16-bit float (better at 4 bits, larger file)"))
         self.hqq_zero.setToolTip(self.tr("How HQQ stores each group's zero point"))
-        self.clip_search.setItemText(0, self.tr("auto (on for symmetric)"))
+        self.clip_search.setItemText(0, self.tr("auto (on for the narrow grid only)"))
         self.clip_search.setItemText(1, self.tr("on"))
         self.clip_search.setItemText(2, self.tr("off (plain min-max)"))
+        self.signround_iters.setToolTip(self.tr("SignRound: gradient steps per decoder block "
+                                                "(more: better and slower)"))
         self.clip_search.setToolTip(self.tr("RTN: narrow each group's range to the one with the "
                                             "least squared weight error"))
         self.bits.setToolTip(self.tr("Integer width of each weight; fewer bits, smaller model, "
@@ -294,13 +304,15 @@ class QuantizeOptionsForm(QWidget):
     def set_options(self, o: QuantizeOptions) -> None:
         widgets = (self.method, self.hqq_zero, self.clip_search, self.bits, self.group,
                    self.symmetric, self.plan, self.calib, self.samples, self.tokens, self.seed,
-                   self.budget, self.chat_template, self.force, self.output)
+                   self.budget, self.chat_template, self.force, self.output,
+                   self.signround_iters)
         for w in widgets:
             w.blockSignals(True)
         try:
             self.method.setCurrentIndex(METHODS.index(o.method))
             self.hqq_zero.setCurrentIndex(0 if o.hqq_zero == "int" else 1)
             self.clip_search.setCurrentIndex({None: 0, True: 1, False: 2}[o.clip_search])
+            self.signround_iters.setValue(o.signround_iters)
             self.bits.setCurrentIndex(BITS.index(o.bits))
             self.group.setCurrentIndex(GROUP_SIZES.index(o.group_size))
             self.symmetric.setCurrentIndex(0 if o.symmetric else 1)
@@ -340,6 +352,7 @@ class QuantizeOptionsForm(QWidget):
             symmetric=bool(self.symmetric.currentData()),
             hqq_zero=self.hqq_zero.currentData(),
             clip_search={"auto": None, "on": True, "off": False}[self.clip_search.currentData()],
+            signround_iters=self.signround_iters.value(),
             plan=self._plan_file if plan == _FILE else plan,
             budget_bpw=self.budget.value() or None,
             calib=self._calib_file if calib == _FILE else calib,
@@ -360,6 +373,7 @@ class QuantizeOptionsForm(QWidget):
         method = self.method.currentData()
         self._method_form.setRowVisible(self.hqq_zero, method == "hqq")
         self._method_form.setRowVisible(self.clip_search, method == "rtn")
+        self._method_form.setRowVisible(self.signround_iters, method == "signround")
         if method == "hqq":
             self.symmetric.setCurrentIndex(1)
         self.symmetric.setEnabled(method != "hqq")

@@ -60,7 +60,8 @@ class ReplyGraphs(QWidget):
         super().__init__(parent)
         self.view = pg.GraphicsLayoutWidget()
         self.view.setBackground("w")
-        self.view.setMinimumHeight(120)
+        # Below about 165 px the three plots' tick labels overlap (at 1024x640).
+        self.view.setMinimumHeight(165)
         self.legend = QLabel()
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.legend.setStyleSheet("background:white; padding:2px 6px;")
@@ -111,6 +112,14 @@ class ReplyGraphs(QWidget):
         style_plot(self.kld_plot, self.tr("KLD per token"))
         self.margin_plot.getAxis("bottom").setLabel(self.tr("token"))
         self.kld_plot.getAxis("bottom").setLabel(self.tr("token"))
+        self._show_legend()  # "(reference)" in the new language
+
+    def _show_legend(self) -> None:
+        names = getattr(self, "names", [])
+        self.legend.setText("&nbsp;&nbsp;&nbsp;".join(
+            f"<span style='color:{PANE_COLORS[i % len(PANE_COLORS)]}'>■</span> {html.escape(n)}"
+            + (self.tr(" (reference)") if i == 0 and len(names) > 1 else "")
+            for i, n in enumerate(names)))
 
     def changeEvent(self, event) -> None:
         if event.type() == QEvent.Type.LanguageChange:
@@ -124,10 +133,7 @@ class ReplyGraphs(QWidget):
         for item in self._kld_curves:
             self.kld_plot.removeItem(item)
         self.names = list(names)
-        self.legend.setText("&nbsp;&nbsp;&nbsp;".join(
-            f"<span style='color:{PANE_COLORS[i % len(PANE_COLORS)]}'>■</span> {html.escape(n)}"
-            + (self.tr(" (reference)") if i == 0 and len(names) > 1 else "")
-            for i, n in enumerate(names)))
+        self._show_legend()
         self.series = [_Series() for _ in names]
         self._curves, self._flip_items, self._kld_curves = [], [], []
         for i in range(len(names)):

@@ -40,7 +40,15 @@ def test_an_existing_target_needs_force_and_force_replaces_only_qdesk_exports(tm
     (gptq / "qdesk_export.json").write_text(json.dumps({"format": "gptq"}))
     with pytest.raises(BadInput, match="a qdesk gptq export, not bf16"):
         check_outputs(ExportConfig(format="bf16", output=gptq, force=True))
+    with pytest.raises(BadInput, match="not verifiably a qdesk gptq export"):  # no manifest
+        check_outputs(ExportConfig(format="gptq", output=gptq, force=True))
+    (gptq / "model.safetensors").write_bytes(b"x" * 10)
+    (gptq / "qdesk_export.json").write_text(json.dumps(
+        {"format": "gptq", "files": {"model.safetensors": 10}}))
     check_outputs(ExportConfig(format="gptq", output=gptq, force=True))  # of its kind: allowed
+    (gptq / "notes.txt").write_text("the user's")  # ... until the user adds a file
+    with pytest.raises(BadInput, match="notes.txt is not as qdesk wrote it"):
+        check_outputs(ExportConfig(format="gptq", output=gptq, force=True))
     with pytest.raises(BadInput, match="no such folder"):
         check_outputs(ExportConfig(format="bf16", output=tmp_path / "a" / "b"))
 

@@ -59,6 +59,10 @@ def test_progress_lines_on_stderr(tiny_folder, tmp_path, capsys):
     (["--calib", "missing.txt"], "neither a built-in"),
     (["--method", "rtn", "--hqq-zero", "float"], "--hqq-zero applies to --method hqq"),
     (["--method", "gptq", "--clip-search"], "--clip-search applies to --method rtn"),
+    (["--method", "gptq", "--iters", "5"], "--iters applies to --method signround"),
+    (["--method", "awq", "--act-weighted"], "--act-weighted applies to --method rtn"),
+    (["--asym", "--narrow-grid"], "--narrow-grid applies to symmetric"),
+    (["--method", "signround", "--iters", "-3"], "SignRound iterations must be"),
 ])
 def test_bad_input_exits_2_with_one_line(tiny_folder, tmp_path, capsys, args, message):
     out = tmp_path / "q"
@@ -223,3 +227,22 @@ def test_a_mixed_checkpoint_loads_and_is_refused_as_a_source(tiny_folder, tmp_pa
 def test_from_quantized_on_a_plain_folder_is_bad_input(tiny_folder, tmp_path, capsys):
     assert _quantize(tiny_folder, tmp_path / "q", "--from-quantized") == 2
     assert "--from-quantized applies to a quantized .gguf file" in capsys.readouterr().err
+
+
+def test_signround_from_the_cli_with_block_lines_and_self_check(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert _quantize(tiny_folder, out, "--method", "signround", "--iters", "3",
+                     "--batch-size", "2") == 0
+    err = capsys.readouterr().err
+    assert "block 1/2: 3 iterations, output error" in err and "block 2/2" in err
+    assert "signround 4-bit g64" in err and "self-check on" in err
+    recipe = json.loads((out / "qdesk.json").read_text())
+    assert recipe["config"]["method"] == "signround" and recipe["config"]["iters"] == 3
+    assert recipe["self_check"]["rtn_mean_kld"] is not None
+
+
+def test_act_weighted_and_narrow_grid_reach_the_recipe(tiny_folder, tmp_path):
+    out = tmp_path / "q"
+    assert _quantize(tiny_folder, out, "--act-weighted", "--narrow-grid") == 0
+    config = json.loads((out / "qdesk.json").read_text())["config"]
+    assert config["act_weighted"] is True and config["narrow_grid"] is True

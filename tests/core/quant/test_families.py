@@ -134,13 +134,14 @@ def test_a_llama_style_fold_changes_gemma():
     assert not torch.allclose(_logits(model, ids), before, rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize("method", ["rtn", "gptq", "awq", "hqq"])
+@pytest.mark.parametrize("method", ["rtn", "gptq", "awq", "hqq", "signround"])
 @pytest.mark.parametrize("family", DESCRIBED)
 def test_method_on_family(tmp_path, tok, family, method):
     from transformers import AutoModelForCausalLM
 
     model = _model(family, vocab_size=len(tok))
-    config = make_config(method, bits=3, group_size=32, symmetric=method != "hqq")
+    options = {"iters": 6, "batch_size": 4} if method == "signround" else {}
+    config = make_config(method, bits=3, group_size=32, symmetric=method != "hqq", **options)
     out = tmp_path / "q"
     result = run_quantize(model, config, None, calib(16, 64, vocab=len(tok)), output_dir=out,
                           tokenizer=tok)

@@ -122,11 +122,13 @@ def test_rtn_clip_search_lowers_weight_error_and_plain_is_min_max(symmetric):
     assert mse[1] < mse[0]
 
 
-def test_rtn_default_searches_only_when_symmetric():
-    assert RTNConfig(symmetric=True).clip_search is True
+def test_rtn_default_searches_only_on_the_old_symmetric_grid():
+    assert RTNConfig(symmetric=True).clip_search is False
+    assert RTNConfig(symmetric=True, narrow_grid=True).clip_search is True
     assert RTNConfig(symmetric=False).clip_search is False
     assert RTNConfig(symmetric=False, clip_search=True).clip_search is True
-    assert RTNConfig(symmetric=True).to_json()["clip_search"] is True  # the recipe says what ran
+    # the recipe says what ran
+    assert RTNConfig(symmetric=True, narrow_grid=True).to_json()["clip_search"] is True
 
 
 def test_hqq_float_zero_is_fractional_and_beats_its_integer_zero():
@@ -160,3 +162,32 @@ def test_hqq_zero_option_is_checked():
 
     with pytest.raises(BadInput, match="HQQ zero must be one of int, float"):
         HQQConfig(zero="half")
+
+
+def test_activation_weighted_rtn_lowers_the_weighted_error():
+    """With inputs whose channels differ in size, weighting each column's rounding
+    error by the inputs' mean square lowers the output error below plain RTN's
+    (min-max, and the unweighted range search)."""
+    import types
+
+    from qdesk.core.errors import BadInput
+    from qdesk.core.quant.configs import RTNConfig
+    from qdesk.core.quant.methods import method_for, quantize_weight
+
+    torch.manual_seed(0)
+    w = torch.randn(64, 256)
+    x = torch.randn(4096, 256) * torch.logspace(-1.5, 0.5, 256)[torch.randperm(256)]
+    stats = types.SimpleNamespace(hessian=x.t() @ x, tokens=x.shape[0])
+
+    def out_err(cfg):
+        deq = quantize_weight(w, cfg, stats).dequantize()
+        return float(((x @ (deq - w).t()) ** 2).mean())
+
+    for symmetric in (True, False):
+        weighted = out_err(RTNConfig(bits=3, symmetric=symmetric, act_weighted=True))
+        assert weighted < 0.95 * out_err(RTNConfig(bits=3, symmetric=symmetric, clip_search=False))
+        assert weighted < 0.95 * out_err(RTNConfig(bits=3, symmetric=symmetric, clip_search=True))
+    assert method_for(RTNConfig(act_weighted=True)).needs_hessian
+    assert not method_for(RTNConfig()).needs_hessian
+    with pytest.raises(BadInput, match="calibration"):
+        quantize_weight(w, RTNConfig(act_weighted=True))

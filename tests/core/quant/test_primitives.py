@@ -33,8 +33,15 @@ def test_rounding_error_is_at_most_half_a_step(symmetric):
     torch.manual_seed(0)
     w = torch.randn(8, 64)
     scale, zero = choose_qparams(w, 4, 32, symmetric, scale_dtype=torch.float32)
+    step = scale.abs().unsqueeze(-1)
     err = (fake_quantize(w, scale, zero, 4, 32) - w).abs().reshape(8, 2, 32)
-    assert bool((err <= scale.unsqueeze(-1) / 2 + 1e-6).all())
+    if symmetric:  # the full grid: values beyond +7 steps clip, by at most one step
+        x = (w.reshape(8, 2, 32) / scale.unsqueeze(-1))
+        inside = x <= 7.5
+        assert bool((err[inside] <= (step / 2 + 1e-6).expand_as(err)[inside]).all())
+        assert bool((err <= step + 1e-6).all())
+    else:
+        assert bool((err <= step / 2 + 1e-6).all())
 
 
 def test_dequantize_matches_compressed_tensors():

@@ -128,7 +128,7 @@ def test_existing_output_is_refused_unless_force_and_never_user_files(tmp_path):
     (out / "notes.txt").write_text("mine")
     with pytest.raises(BadInput, match="exists"):
         run_quantize(make_tiny(), make_config("rtn"), None, calib(), output_dir=out)
-    with pytest.raises(BadInput, match="not a qdesk checkpoint"):
+    with pytest.raises(BadInput, match="not verifiably a qdesk checkpoint"):
         run_quantize(make_tiny(), make_config("rtn"), None, calib(), output_dir=out, force=True)
     assert (out / "notes.txt").read_text() == "mine"
     ck = tmp_path / "ck"

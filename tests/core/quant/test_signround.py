@@ -1,0 +1,191 @@
+"""SignRound against a direct, slow reference of one step on one tiny layer,
+and inside the job (one event per block, progress ticks, cancel)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from quant_helpers import calib, make_tiny
+from torch import nn
+from torch.testing import assert_close
+
+from qdesk.core.errors import BadInput
+from qdesk.core.quant.configs import SignRoundConfig, make_config
+from qdesk.core.quant.events import BlockTuned, LayerQuantized, TuningProgress
+from qdesk.core.quant.primitives import choose_qparams, qrange, quantize
+from qdesk.core.quant.signround import TunedWeight, block_loss, sign_step, tune_block
+from qdesk.core.quant.steps import quantize_steps
+
+
+class OneLinear(nn.Module):
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        self.lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
+        self.lin.weight.data.copy_(w)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def _reference_step(w, v, lo, hi, x, y, bits, g, lr):
+    """One SignRound step for y ~ x Wq^T, element by element: the straight-through
+    gradient of mean((x Wq^T - y)^2) with respect to v, lo and hi, then the sign step
+    and the clamps. Symmetric full grid."""
+    qmin, qmax = qrange(bits)
+    out, inp = w.shape
+    ng = inp // g
+    wq = torch.empty(out, inp, dtype=torch.float64)
+    parts = {}
+    for r in range(out):
+        for k in range(ng):
+            cols = range(k * g, (k + 1) * g)
+            wmin = min(0.0, min(float(w[r, j]) for j in cols)) * float(lo[r, k])
+            wmax = max(0.0, max(float(w[r, j]) for j in cols)) * float(hi[r, k])
+            upper = wmax >= -wmin
+            s = wmax / qmin if upper else wmin / qmin
+            for j in cols:
+                t = float(w[r, j]) / s + float(v[r, j])
+                rq = round(t) if abs(t - int(t)) != 0.5 else float(torch.round(torch.tensor(t)))
+                inside = qmin <= rq <= qmax
+                q = min(max(rq, qmin), qmax)
+                wq[r, j] = q * s
+                parts[r, j] = (s, q, inside, upper, k)
+    resid = x.double() @ wq.t() - y.double()
+    grad_wq = 2.0 * resid.t() @ x.double() / resid.numel()  # (out, in)
+    gv = torch.zeros(out, inp, dtype=torch.float64)
+    glo = torch.zeros(out, ng, dtype=torch.float64)
+    ghi = torch.zeros(out, ng, dtype=torch.float64)
+    for (r, j), (s, q, inside, upper, k) in parts.items():
+        gv[r, j] = grad_wq[r, j] * s * inside
+        dwq_ds = q - (float(w[r, j]) / s) * inside  # straight-through rounding
+        grp = w[r, k * g:(k + 1) * g]
+        if upper:
+            ghi[r, k] += grad_wq[r, j] * dwq_ds * max(0.0, float(grp.max())) / qmin
+        else:
+            glo[r, k] += grad_wq[r, j] * dwq_ds * min(0.0, float(grp.min())) / qmin
+    new_v = (v.double() - lr * torch.sign(gv)).clamp(-0.5, 0.5)
+    new_lo = (lo.double() - lr * torch.sign(glo)).clamp(0.5, 1.0)
+    new_hi = (hi.double() - lr * torch.sign(ghi)).clamp(0.5, 1.0)
+    return (gv, glo, ghi), (new_v, new_lo, new_hi)
+
+
+def test_one_step_matches_the_slow_reference():
+    torch.manual_seed(3)
+    w = torch.randn(4, 32)
+    x = torch.randn(24, 32)
+    y = x @ w.t()
+    cfg = SignRoundConfig(bits=4, group_size=16, iters=1)
+    block = OneLinear(w)
+    tuned = TunedWeight.start(w, cfg)
+    # start away from zero so the step's clamps and both scale branches matter
+    tuned.v.copy_(torch.rand_like(tuned.v) - 0.5)
+    tuned.lo.copy_(0.7 + 0.3 * torch.rand_like(tuned.lo))
+    tuned.hi.copy_(0.7 + 0.3 * torch.rand_like(tuned.hi))
+    v0, lo0, hi0 = (t.clone() for t in (tuned.v.reshape(4, 32), tuned.lo, tuned.hi))
+    for p in tuned.params():
+        p.requires_grad_(True)
+    loss = block_loss(block, {"lin": tuned}, x, y, {}, torch.float32)
+    loss.backward()
+    grads, expected = _reference_step(w, v0, lo0, hi0, x, y, 4, 16, lr=0.01)
+    assert_close(tuned.v.grad.reshape(4, 32).double(), grads[0], rtol=1e-4, atol=1e-9)
+    assert_close(tuned.lo.grad.double(), grads[1], rtol=1e-4, atol=1e-9)
+    assert_close(tuned.hi.grad.double(), grads[2], rtol=1e-4, atol=1e-9)
+    assert float(grads[1].abs().sum()) > 0 and float(grads[2].abs().sum()) > 0
+    sign_step([tuned], 0.01)
+    assert_close(tuned.v.reshape(4, 32).double(), expected[0], rtol=0, atol=1e-7)
+    assert_close(tuned.lo.double(), expected[1], rtol=0, atol=1e-7)
+    assert_close(tuned.hi.double(), expected[2], rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("bits", [8, 4, 3, 2])
+def test_untuned_start_is_min_max_rounding(bits, symmetric):
+    torch.manual_seed(bits)
+    w = torch.randn(8, 64)
+    cfg = SignRoundConfig(bits=bits, group_size=32, symmetric=symmetric, iters=0)
+    qw = TunedWeight.start(w, cfg).final(w.dtype)
+    scale, zero = choose_qparams(w, bits, 32, symmetric)
+    assert_close(qw.scale, scale, rtol=0, atol=0)
+    assert_close(qw.q, quantize(w, scale, zero, bits, 32), rtol=0, atol=0)
+    if not symmetric:
+        assert_close(qw.zero, zero, rtol=0, atol=0)
+
+
+def _block_mse(layer, qws, inputs, kwargs):
+    import copy
+
+    from qdesk.core.quant.layerwalk import run_layer
+
+    work = copy.deepcopy(layer)
+    mods = dict(work.named_modules())
+    for n, qw in qws.items():
+        mods[n].weight.data.copy_(qw.dequantize(torch.float32))
+    with torch.no_grad():
+        return sum(float((run_layer(work, x, kwargs) - run_layer(layer, x, kwargs)).pow(2).mean())
+                   for x in inputs)
+
+
+def test_tuning_lowers_the_block_error_below_rounding_to_nearest():
+    from qdesk.core.quant.layerwalk import capture_inputs, decoder_layers
+
+    model = make_tiny(seed=1)
+    layers = decoder_layers(model)
+    inputs, kwargs = None, None
+    for item in capture_inputs(model, layers, calib(8, 32).input_ids, torch.device("cpu")):
+        if isinstance(item, tuple):
+            inputs, kwargs = item
+    names = [n for n, m in layers[0].named_modules() if isinstance(m, nn.Linear)]
+    results = {}
+    for iters in (0, 60):
+        cfg = SignRoundConfig(bits=3, group_size=32, iters=iters, batch_size=4)
+        gen = tune_block(layers[0], {n: cfg for n in names}, inputs, kwargs[0], torch.float32, 0, 2)
+        events = []
+        try:
+            while True:
+                events.append(next(gen))
+        except StopIteration as stop:
+            results[iters] = stop.value
+        assert isinstance(events[-1], BlockTuned) and events[-1].iterations == iters
+        assert sum(isinstance(e, TuningProgress) for e in events) == max(0, (iters - 1) // 10)
+    rtn = _block_mse(layers[0], results[0], inputs, kwargs[0])
+    tuned = _block_mse(layers[0], results[60], inputs, kwargs[0])
+    assert tuned < 0.8 * rtn
+
+
+def test_job_yields_one_event_per_block_and_cancel_restores_the_model():
+    model = make_tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = make_config("signround", iters=12, batch_size=2)
+    events = list_events(quantize_steps(model, cfg, None, calib(4, 16), check=None))
+    assert sum(isinstance(e, BlockTuned) for e in events) == 2
+    quantized = [e for e in events if isinstance(e, LayerQuantized)]
+    assert len(quantized) == 14 and all(e.method == "signround" for e in quantized)
+    assert all(0 < e.rel_error < 1 for e in quantized)
+
+    model = make_tiny()
+    gen = quantize_steps(model, cfg, None, calib(4, 16), check=None)
+    for e in gen:
+        if isinstance(e, TuningProgress):
+            break
+    gen.close()  # cancel at the first tick
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def list_events(gen):
+    out = []
+    try:
+        while True:
+            out.append(next(gen))
+    except StopIteration:
+        return out
+
+
+def test_config_is_validated():
+    with pytest.raises(BadInput):
+        SignRoundConfig(iters=-1)
+    with pytest.raises(BadInput):
+        SignRoundConfig(batch_size=0)
+    with pytest.raises(BadInput):
+        make_config("signround", lr=5.0)
+    assert make_config("signround").iters == 200
