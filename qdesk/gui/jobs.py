@@ -6,7 +6,7 @@ A *job* is a core generator run in a superqt worker thread. Its yields are the
 progress ticks and the cancel points; its return value is the result::
 
     job = context.runner.start(
-        self.tr("Quantizing {name}").format(name=entry.name),
+        lambda: self.tr("Quantizing {name}").format(name=entry.name),  # or a plain str
         lambda: quantize_steps(loaded, config, plan, calibration, output_dir=out),
         models=(entry.key,),        # refused while another job uses one of them
         on_event=self._on_event,    # GUI thread, in order, each typed core event
@@ -141,10 +141,10 @@ class Job(QObject):
     finished = Signal()  # after done, failed or cancelled
     _ready = Signal()  # from the worker: events are waiting in the queue
 
-    def __init__(self, runner: JobRunner, title: str, models: Sequence[str],
+    def __init__(self, runner: JobRunner, title: str | Callable[[], str], models: Sequence[str],
                  throttle_ms: int) -> None:
         super().__init__(runner)
-        self.title = title
+        self._title = title
         self.models = tuple(models)
         self.throttle_ms = throttle_ms
         self.started_at = time.monotonic()
@@ -171,6 +171,12 @@ class Job(QObject):
         if self._worker is not None:
             self._worker.quit()
         self.set_status(self.tr("cancelling…"), self.done_count, self.total_count)
+
+    @property
+    def title(self) -> str:
+        """The job's name; a page that passes a function gets it in the current
+        language (a long job outlives a language switch)."""
+        return self._title() if callable(self._title) else self._title
 
     def set_status(self, text: str, done: int = 0, total: int = 0) -> None:
         self.status, self.done_count, self.total_count = text, done, total
@@ -260,7 +266,7 @@ class JobRunner(QObject):
 
     def start(
         self,
-        title: str,
+        title: str | Callable[[], str],
         steps: Callable[[], Iterator],
         *,
         models: Sequence[str] = (),
@@ -277,7 +283,7 @@ class JobRunner(QObject):
 
     def start_call(
         self,
-        title: str,
+        title: str | Callable[[], str],
         fn: Callable,
         *,
         models: Sequence[str] = (),

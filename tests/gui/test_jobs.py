@@ -163,3 +163,13 @@ def test_a_call_job_reports_and_cancels(runner, qtbot):
     assert job.outcome == "cancelled" and cancelled == [True]
     assert seen[0] == "first"
     assert runner.errors == []
+
+
+def test_a_title_given_as_a_function_follows_the_language(runner, qtbot):
+    language = {"now": "Quantizing demo"}
+    job = runner.start(lambda: language["now"], lambda: iter(range(3)))
+    assert job.title == "Quantizing demo"
+    language["now"] = "正在量化 demo"  # what the page's tr() returns after a switch
+    assert job.title == "正在量化 demo"
+    _wait(qtbot, job)
+    assert job.outcome == "done"

@@ -379,7 +379,7 @@ class ExportPage(QWidget):
             return False
         loaded = entry.loaded
         job = self.runner.start(
-            self.tr("Exporting {name}").format(name=entry.name),
+            lambda: self.tr("Exporting {name}").format(name=entry.name),
             lambda: export_steps(loaded, config),
             models=(entry.key,), on_event=self._on_event, on_done=self._on_done,
             on_failed=self._on_failed, on_cancelled=self._on_cancelled, throttle_ms=100,

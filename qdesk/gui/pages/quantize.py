@@ -480,7 +480,7 @@ class QuantizePage(QWidget):
             return False
         loaded = entry.loaded
         job = self.runner.start(
-            self.tr("Quantizing {name}").format(name=entry.name),
+            lambda: self.tr("Quantizing {name}").format(name=entry.name),
             lambda: quantize_job(loaded, options, plan, out),
             models=(entry.key,),
             on_event=self._on_event,
