@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("QDESK_SETTINGS_DIR", tempfile.mkdtemp(prefix="qdesk-bench-"))
 
 ROOT = Path(__file__).resolve().parents[1]

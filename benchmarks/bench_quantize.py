@@ -48,16 +48,14 @@ import argparse
 import copy
 import json
 import math
-import os
 import sys
 import threading
 import time
 from pathlib import Path
 
-# Spinning OpenMP threads are 10-50x slower when another process holds a core.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
+# qdesk's own thread policy applies (qdesk/core/threads.py): the job sizes its
+# team to the free cores before each layer forward, no process-wide wait switch.
+import torch
 
 # name -> (method, symmetric, extra config options, what the row is)
 SCHEMES: dict[str, tuple[str, bool, dict, str]] = {
