@@ -115,31 +115,19 @@ def _torch_version() -> str:
     return torch.__version__
 
 
-def _dtype_cache_path():
-    from qdesk.core.paths import data_dir
-
-    return data_dir() / "cpu_dtype.json"
+_DTYPE_CACHE = "cpu_dtype.json"
 
 
 def _read_dtype_cache() -> dict:
-    import json
+    from qdesk.core.paths import read_json_cache
 
-    try:
-        data = json.loads(_dtype_cache_path().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return read_json_cache(_DTYPE_CACHE)
 
 
 def _write_dtype_cache(cache: dict) -> None:
-    import json
+    from qdesk.core.paths import write_json_cache
 
-    from qdesk.core.atomic import write_text_atomic
-
-    try:
-        write_text_atomic(_dtype_cache_path(), json.dumps(cache, indent=1))
-    except OSError as e:  # a read-only data folder only costs a re-measurement
-        log.info("cannot keep the dtype choice: %s", e)
+    write_json_cache(_DTYPE_CACHE, cache)
 
 
 def available_memory_bytes(device: str) -> int:

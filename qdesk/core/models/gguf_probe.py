@@ -19,7 +19,6 @@ about 0.65 s, once; the child's peak memory is 166 MiB (the file is mapped).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -73,31 +72,19 @@ def _identity(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|llama-cpp-python {version}"
 
 
-def _cache_path() -> Path:
-    from qdesk.core.paths import data_dir
-
-    return data_dir() / CACHE_NAME
-
-
 def _read_cache() -> dict[str, str]:
-    try:
-        data = json.loads(_cache_path().read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}  # absent or damaged: probe again, nothing else depends on it
-    if not isinstance(data, dict):
-        return {}
+    from qdesk.core.paths import read_json_cache
+
+    data = read_json_cache(CACHE_NAME)  # absent or damaged: probe again
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _write_cache(cache: dict[str, str]) -> None:
-    from qdesk.core.atomic import write_text_atomic
+    from qdesk.core.paths import write_json_cache
 
     if len(cache) > _MAX_CACHE_ENTRIES:  # keep the newest entries (dicts keep insertion order)
         cache = dict(list(cache.items())[-_MAX_CACHE_ENTRIES:])
-    try:
-        write_text_atomic(_cache_path(), json.dumps(cache, indent=0))
-    except OSError as e:  # a read-only data folder only costs a probe next time
-        log.info("cannot store the GGUF probe verdict: %s", e)
+    write_json_cache(CACHE_NAME, cache)
 
 
 def _run_probe(path: Path, gpu_offload: bool) -> None:

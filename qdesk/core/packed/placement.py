@@ -14,7 +14,6 @@ same dtype every time.
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import time
@@ -22,6 +21,7 @@ import time
 import torch
 
 from qdesk.core.models.device import DecodeShape, Placement, cuda_available
+from qdesk.core.paths import read_json_cache, write_json_cache
 
 log = logging.getLogger(__name__)
 
@@ -119,24 +119,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cache_path():
-    from qdesk.core.paths import data_dir
-
-    return data_dir() / "packed_dtype.json"
+CACHE_NAME = "packed_dtype.json"
 
 
 def _read_cache() -> dict:
-    try:
-        data = json.loads(_cache_path().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return read_json_cache(CACHE_NAME)
 
 
 def _write_cache(cache: dict) -> None:
-    from qdesk.core.atomic import write_text_atomic
-
-    try:
-        write_text_atomic(_cache_path(), json.dumps(cache, indent=1))
-    except OSError as e:  # a read-only data folder only costs a re-measurement
-        log.info("cannot keep the packed dtype choice: %s", e)
+    write_json_cache(CACHE_NAME, cache)
