@@ -157,7 +157,7 @@ class ModelRegistry(QObject):
         if select:
             self.select(key)
         job = self._runner.start_call(
-            self.tr("Loading {name}").format(name=entry.name),
+            lambda: self.tr("Loading {name}").format(name=entry.name),
             lambda report: open_model_safely(
                 text, backend=backend, dtype=dtype,
                 progress=lambda stage, done, total: report(LoadProgress(stage, done, total)),

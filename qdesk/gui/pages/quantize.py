@@ -281,7 +281,7 @@ class QuantizePage(QWidget):
         # user turns to right after a load (Export, Chat) is not refused as "busy".
         # The quantize run itself waits for these shapes (run_action).
         job = self.runner.start_call(
-            self.tr("Measuring {name}").format(name=entry.name),
+            lambda: self.tr("Measuring {name}").format(name=entry.name),
             lambda report: model_shapes(loaded),
             on_done=lambda shapes: self._shapes_ready(key, shapes),
             on_failed=lambda message: self._shapes_jobs.discard(key),
@@ -441,7 +441,7 @@ class QuantizePage(QWidget):
             dialog.open()
 
         self.runner.start_call(
-            self.tr("Preparing a calibration preview"),
+            lambda: self.tr("Preparing a calibration preview"),
             lambda report: calibration_preview(o.calib, loaded.hf_tokenizer, tokens, o.seed,
                                                o.chat_template, loaded.model),
             models=(entry.key,), on_done=show)
