@@ -65,7 +65,8 @@ class Diagnosis:
         setattr(obj, name, timed)
 
     def explain(self, start: float, end: float) -> str:
-        inside = [(d, w) for s, d, w in self.spans if s < end and s + d > start and d > 0.005]
+        inside = [(d, w) for s, d, w in self.spans + EVENT_SPANS
+                  if s < end and s + d > start and d > 0.005]
         if not inside:
             return "waiting (GIL or CPU)"
         return ", ".join(f"{w} {d * 1000:.0f} ms" for d, w in sorted(inside, reverse=True)[:3])
@@ -102,6 +103,27 @@ class Heartbeat:
             self.long.append((self.phase, self._last, gap,
                               worker_stacks() if self.sample_workers else ""))
         self._last = now
+
+
+EVENT_SPANS: list[tuple[float, float, str]] = []  # (start, seconds, what) of slow Qt events
+
+
+def timed_application():
+    """A QApplication that times each event it delivers (for ``--diagnose``):
+    painting and layout happen in Qt's events, outside the wrapped handlers."""
+    from PySide6.QtWidgets import QApplication
+
+    class TimedApplication(QApplication):
+        def notify(self, receiver, event):
+            t = time.perf_counter()
+            try:
+                return super().notify(receiver, event)
+            finally:
+                d = time.perf_counter() - t
+                if d > 0.02:
+                    EVENT_SPANS.append((t, d, f"{type(receiver).__name__} {event.type().name}"))
+
+    return TimedApplication(sys.argv[:1])
 
 
 def worker_stacks() -> str:
@@ -163,11 +185,13 @@ def main() -> int:
     quiet_libraries()
 
     configure_openmp()
+    if args.diagnose:
+        timed_application()  # make_application then reuses it
     app = make_application()
     from qdesk.app import prepare_libraries
 
     t = time.perf_counter()
-    prepare_libraries()  # as the app does before its window opens
+    prepare_libraries(["demo"])  # as the app does before its window opens on the demo
     warmup = time.perf_counter() - t
     from qdesk.gui.garbage import GuiGarbageCollector
     from qdesk.gui.main_window import MainWindow
@@ -227,6 +251,10 @@ def main() -> int:
     poll.timeout.connect(step)
     poll.start(50)
     load = os.cpu_count(), open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else "?"
+    t = time.perf_counter()
+    for _ in range(3):  # the window's first layout and paint, before the user can ask for anything
+        app.processEvents()
+    first_paint = time.perf_counter() - t
     beat.set_phase("load")
     beat.start()
     state["t0"] = time.perf_counter()
@@ -239,7 +267,7 @@ def main() -> int:
     print(f"cores {load[0]}, load average before {' '.join(load[1])}, "
           f"switch interval {sys.getswitchinterval() * 1000:.1f} ms, worker nice {jobs.WORKER_NICE}, "
           f"{args.method} 4-bit g64 on {args.samples} x {args.tokens} calibration tokens; "
-          f"libraries imported before the window in {warmup:.1f} s")
+          f"libraries imported before the window in {warmup:.1f} s, first paint {first_paint * 1000:.0f} ms")
     print(f"{'phase':<10} {'seconds':>8} {'beats':>7} {'p50 ms':>8} {'p99 ms':>8} {'longest ms':>11}")
     for phase in ("load", "quantize", "reload"):
         gaps = beat.gaps.get(phase, [])

@@ -39,15 +39,27 @@ def make_application():
     return app
 
 
-def prepare_libraries() -> None:
+def prepare_libraries(models: list[str] | tuple[str, ...] = ()) -> None:
     """Import torch and transformers now, before the window shows, and keep their
     objects out of every later garbage collection (see qdesk.core.warmup and
-    qdesk.gui.garbage): the first model load then does not freeze the window."""
+    qdesk.gui.garbage): the first model load then does not freeze the window.
+    When the demo is among ``models``, its tokenizer is parsed now too (the one
+    part of its load that holds the GIL for long: qdesk.core.models.tokenizer_pool)."""
     import gc
 
     from qdesk.core.warmup import import_model_libraries
 
     import_model_libraries()
+    if "demo" in models:
+        from qdesk.core.models.demo import demo_dense_dir
+        from qdesk.core.models.tokenizer_pool import prepare
+
+        folder = demo_dense_dir()
+        if (folder / "config.json").is_file():  # made on first use otherwise
+            try:
+                prepare(folder)
+            except Exception:  # the load itself will say what is wrong
+                log.debug("preparing the demo's tokenizer", exc_info=True)
     gc.collect()
     gc.freeze()
 
@@ -93,9 +105,12 @@ def run_app(models: list[str] | None = None, script: Path | None = None,
 
     lines = read_script(script) if script is not None else None  # bad script: exit 2 before Qt
     app = make_application()
-    prepare_libraries()
-    collector = GuiGarbageCollector()  # on the GUI thread, kept short (see qdesk.gui.garbage)
     settings = Settings()
+    if models is None:
+        open_demo = str(settings.value(OPEN_DEMO_KEY, "true")).lower() == "true"
+        models = ["demo"] if open_demo and lines is None else []
+    prepare_libraries(models)
+    collector = GuiGarbageCollector()  # on the GUI thread, kept short (see qdesk.gui.garbage)
     translations = Translations(app)
     translations.apply(language or resolve_language(settings.language))
     window = MainWindow(settings, translations)
@@ -103,9 +118,6 @@ def run_app(models: list[str] | None = None, script: Path | None = None,
     if size is not None:
         window.resize(*size)
     window.show()
-    if models is None:
-        open_demo = str(settings.value(OPEN_DEMO_KEY, "true")).lower() == "true"
-        models = ["demo"] if open_demo and lines is None else []
     for text in models:
         window.sidebar.request_load(text)
     stopped = stop_on_signals(window)

@@ -10,6 +10,7 @@ only that entry failed, the others stay usable.
 from __future__ import annotations
 
 import logging
+import weakref
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -105,7 +106,9 @@ class ModelRegistry(QObject):
     removed = Signal(str)  # key
     selection_changed = Signal(str)  # key ("" for none)
     loaded = Signal(str)  # key: a load finished successfully
-    released = Signal()  # a loaded model was closed (its memory can be collected)
+    # A loaded model was closed; the argument is a weak reference to what held its
+    # weights (or None), so the collector can tell whether anything is left to free.
+    released = Signal(object)
 
     def __init__(self, runner, settings, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -226,8 +229,9 @@ class ModelRegistry(QObject):
     def _loaded(self, key: str, loaded) -> None:
         entry = self._entries.get(key)
         if entry is None:  # unloaded meanwhile: nobody wants it
+            held = _weak(loaded)
             loaded.close()
-            self.released.emit()
+            self.released.emit(held)
             return
         name = entry.name if entry.origin else loaded.facts.name
         if entry.backend == "llamacpp" and "llama.cpp" not in name:
@@ -252,8 +256,18 @@ class ModelRegistry(QObject):
 
     def _close(self, entry: ModelEntry) -> None:
         if entry.loaded is not None:
+            held = _weak(entry.loaded)
             try:
                 entry.loaded.close()
             except Exception:  # freeing memory must not take the app down
                 log.exception("closing %s", entry.name)
-            self.released.emit()
+            self.released.emit(held)
+
+
+def _weak(loaded):
+    """A weak reference to the object that holds a loaded model's weights (the
+    torch module, or the llama.cpp model), or None where it takes none."""
+    try:
+        return weakref.ref(loaded.model)
+    except TypeError:
+        return None

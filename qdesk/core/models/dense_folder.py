@@ -128,13 +128,25 @@ def quantized_source(folder: Path) -> str | None:
     return f"{'/'.join(quantized)} GGUF {name}"
 
 
+def no_weight_init():
+    """transformers' switch that skips initialising weights. On the meta device
+    there are no values to initialise, yet the initialisers still ran through
+    torch's Python decompositions: 1.3 s for the demo's skeleton the first time,
+    holding the GIL in short bursts that froze the window (0.02 s without)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers before 5
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()
+
+
 def _meta_model(config: dict):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     options = dict(config)
     model_type = options.pop("model_type")
-    with torch.device("meta"):
+    with torch.device("meta"), no_weight_init():
         return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **options))
 
 

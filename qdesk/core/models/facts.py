@@ -44,5 +44,10 @@ class LoadedModel:
     def close(self) -> None:
         self.backend.close()
         self.model = None
+        if self.hf_tokenizer is not None:
+            from qdesk.core.models.tokenizer_pool import give_back
+
+            give_back(self.hf_tokenizer)
+            self.hf_tokenizer = None
 
 

@@ -171,11 +171,12 @@ def _inspect_hf(ref: ModelRef, path: Path, trust_remote_code: bool):
 
 def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bool) -> LoadedModel:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from qdesk.core.chat.hf_backend import HFBackend
     from qdesk.core.chat.tokenizers import HFChatTokenizer
     from qdesk.core.models.device import choose_placement
+    from qdesk.core.models.tokenizer_pool import load_tokenizer
     from qdesk.core.models.weight_index import refuse_missing_tensors
 
     raw, config, files, records, quant, shape = _inspect_hf(ref, path, trust_remote_code)
@@ -197,7 +198,7 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
     _check_fits(ref.display_name, int(weights * 1.15) + logits + 256 * 2**20, placement.device)
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(path, trust_remote_code)
     except Exception as e:
         raise BadInput(f"{ref.text}: its tokenizer cannot be loaded ({_one_line(e)})") from None
     try:

@@ -174,7 +174,9 @@ def _config_groups(quant: dict) -> list[tuple[list[str], str, tuple[int, int, bo
 def _skeleton(config, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
+    from qdesk.core.models.dense_folder import no_weight_init
+
+    with torch.device("meta"), no_weight_init():
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
 
 

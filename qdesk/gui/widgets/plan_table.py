@@ -174,8 +174,12 @@ class PlanTable(QWidget):
                                   | QTableView.EditTrigger.EditKeyPressed)
         header = self.view.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        # The short columns are sized from what they can hold, once per language,
+        # not measured from the rows: with ResizeToContents each layer's error
+        # arriving during a run re-measured the whole table, 100-150 ms of the GUI
+        # thread every time on a 211-layer model (benchmarks/bench_ui.py --diagnose).
         for i in range(1, len(COLUMNS)):
-            header.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
+            header.setSectionResizeMode(i, QHeaderView.ResizeMode.Interactive)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view)
@@ -193,6 +197,20 @@ class PlanTable(QWidget):
         self.view.setToolTip(self.tr("Double-click a cell to change one layer: bits (or keep it "
                                      "unquantized), group size, method. Error: the layer's "
                                      "relative output error in the last run."))
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        metrics = self.view.fontMetrics()
+        samples = {
+            "bits": [self.model.labels["keep"], "8"],
+            "group": [self.model.labels["channel"], "1024"],
+            "method": list(METHODS),
+            "error": ["0.0000", "10.0000"],
+        }
+        for i, col in enumerate(COLUMNS[1:], start=1):
+            texts = [self.model.headers[i], *samples[col]]
+            width = max(metrics.horizontalAdvance(t) for t in texts) + 28  # padding, sort arrow
+            self.view.horizontalHeader().resizeSection(i, width)
 
     def changeEvent(self, event) -> None:
         if event.type() == QEvent.Type.LanguageChange:
