@@ -10,8 +10,8 @@ only that entry failed, the others stay usable.
 from __future__ import annotations
 
 import logging
-import weakref
 import threading
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 
