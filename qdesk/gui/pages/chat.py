@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 STATS_TOP_K = 20  # the inspector shows up to 20
 THROTTLE_MS = 40
+# The live tok/s in a pane's header changes a few times a second, not per token:
+# each new text relays the header out and repaints it.
+SPEED_LABEL_SECONDS = 0.25
 
 
 def create_page(context) -> ChatPage:
@@ -429,7 +432,7 @@ class ChatPage(QWidget):
         cancel = self.cancel
         self._render_all(live={j.pane for j in jobs})
         now = time.perf_counter()
-        self._speed = {j.pane: [now, 0.0, 0] for j in jobs}
+        self._speed = {j.pane: [now, 0.0, 0, 0.0] for j in jobs}  # start, first token, count, shown
         self.job = self.runner.start(
             title, lambda: session.run(jobs, cancel), models=tuple(self.pane_keys),
             on_event=self._on_event, on_done=lambda _v: self._ended(), on_failed=self._failed,
@@ -457,8 +460,10 @@ class ChatPage(QWidget):
                 if sp[2] == 0:
                     sp[1] = now
                 sp[2] += 1
-                tps = (sp[2] - 1) / (now - sp[1]) if sp[2] > 1 and now > sp[1] else None
-                pane.set_speed(tps, sp[1] - sp[0])
+                if sp[2] == 1 or now - sp[3] >= SPEED_LABEL_SECONDS:
+                    sp[3] = now
+                    tps = (sp[2] - 1) / (now - sp[1]) if sp[2] > 1 and now > sp[1] else None
+                    pane.set_speed(tps, sp[1] - sp[0])
         elif isinstance(ev, (ComparedDone, PaneDone)):
             r = ev.reply
             self.panes[ev.pane].set_speed(r.decode_tokens_per_second, r.first_token_seconds)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,25 @@ from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 from qdesk.gui.widgets.plot_style import style_plot
 
 PANE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
-REDRAW_MS = 50
+REDRAW_MS = 50  # the fastest redraw
+# The share of the GUI thread the graphs may paint in while replies stream. One
+# paint of the three plots took about 11 ms on the 2-core machine; at 20 a
+# second that was a fifth of a core and, through the GIL, cost the chat's
+# worker a third of its tokens/s (benchmarks/bench_chat_ui.py). So the redraw
+# interval follows the measured paint time: 50 ms where painting is cheap,
+# about 0.2 s on that machine.
+PAINT_BUDGET = 0.05
+
+
+class _TimedGraphicsLayout(pg.GraphicsLayoutWidget):
+    """A GraphicsLayoutWidget that keeps a running mean of its paint time."""
+
+    paint_seconds = 0.0
+
+    def paintEvent(self, event) -> None:
+        t = time.perf_counter()
+        super().paintEvent(event)
+        self.paint_seconds = 0.7 * self.paint_seconds + 0.3 * (time.perf_counter() - t)
 
 
 class _Series:
@@ -58,7 +77,7 @@ class ReplyGraphs(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.view = pg.GraphicsLayoutWidget()
+        self.view = _TimedGraphicsLayout()
         self.view.setBackground("w")
         # Below about 165 px the three plots' tick labels overlap (at 1024x640).
         self.view.setMinimumHeight(165)
@@ -215,6 +234,7 @@ class ReplyGraphs(QWidget):
         self._set_ranges(counts)
         if counts != self._bar_counts:
             self._draw_bars(counts)
+        self.timer.setInterval(max(REDRAW_MS, int(1000 * self.view.paint_seconds / PAINT_BUDGET)))
 
     def _set_ranges(self, counts: list[int]) -> None:
         span = max(16, -(-max(counts, default=0) // 16) * 16)  # the next multiple of 16
