@@ -46,10 +46,17 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class TokenCache:
-    """The token bookkeeping both backends share: which ids the cache holds."""
+    """The token bookkeeping both backends share: which ids the cache holds.
+
+    The last prefill's ids and logits are kept: prefilling the same ids again
+    (Regenerate) crops back to them and returns the same logits rather than
+    feeding the last prompt token alone, whose different rounding would make
+    a seeded sample differ from the first run's.
+    """
 
     def __init__(self) -> None:
         self.tokens: list[int] = []
+        self._prefilled: tuple[list[int], np.ndarray] | None = None
 
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
         raise NotImplementedError
@@ -59,11 +66,23 @@ class TokenCache:
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         ids = [int(i) for i in ids]
+        if self._prefilled is not None:
+            last_ids, last_logits = self._prefilled
+            if last_ids == ids and self.tokens[: len(ids)] == ids:
+                self._truncate(len(ids))
+                return last_logits.copy()
         common = min(common_prefix(self.tokens, ids), len(ids) - 1)  # feed at least one token
-        if common < len(self.tokens):
-            self._crop(common)
-            del self.tokens[common:]
-        return self.feed(ids[common:])
+        self._truncate(common)
+        logits = self.feed(ids[common:])
+        self._prefilled = (ids, logits.copy())
+        return logits
+
+    def _truncate(self, n: int) -> None:
+        if n < len(self.tokens):
+            self._crop(n)
+            del self.tokens[n:]
+        if self._prefilled is not None and n < len(self._prefilled[0]):
+            self._prefilled = None  # the cache no longer holds what those logits follow
 
     def feed(self, ids: Sequence[int]) -> np.ndarray:
         ids = [int(i) for i in ids]
@@ -74,3 +93,4 @@ class TokenCache:
     def reset(self) -> None:
         self._crop(0)
         self.tokens.clear()
+        self._prefilled = None

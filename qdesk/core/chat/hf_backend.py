@@ -89,6 +89,7 @@ class HFBackend(TokenCache):
         other._own_cache()
         self._cache = _cache_of(_layers(other._cache)) if other._cache is not None else None
         self.tokens = list(other.tokens)
+        self._prefilled = other._prefilled
 
     def can_batch_with(self, other) -> bool:
         return (

@@ -87,9 +87,9 @@ def test_one_step_matches_the_slow_reference():
     loss = block_loss(block, {"lin": tuned}, x, y, {}, torch.float32)
     loss.backward()
     grads, expected = _reference_step(w, v0, lo0, hi0, x, y, 4, 16, lr=0.01)
-    assert_close(tuned.v.grad.reshape(4, 32).double(), grads[0], rtol=1e-4, atol=1e-9)
-    assert_close(tuned.lo.grad.double(), grads[1], rtol=1e-4, atol=1e-9)
-    assert_close(tuned.hi.grad.double(), grads[2], rtol=1e-4, atol=1e-9)
+    # float32 sums against float64 ones: tolerance relative to the largest gradient
+    for got, ref in zip((tuned.v.grad.reshape(4, 32), tuned.lo.grad, tuned.hi.grad), grads):
+        assert_close(got.double(), ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()))
     assert float(grads[1].abs().sum()) > 0 and float(grads[2].abs().sum()) > 0
     sign_step([tuned], 0.01)
     assert_close(tuned.v.reshape(4, 32).double(), expected[0], rtol=0, atol=1e-7)
