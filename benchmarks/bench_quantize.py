@@ -28,7 +28,7 @@ asymmetric, see ``RTNConfig``); ``hqq`` (integer zero, packed, bits + 16 per gro
 Issue #14's rows: ``rtnmmold``/``rtnold`` (the old symmetric grid max|w|/7)
 against ``rtnmm``/``rtn`` (all 2^b codes), ``rtnact`` (activation-weighted
 range), GPTQ's variants (``gptqold`` old grid, ``gptqnoclip``, ``gptqact``
-act-order, ``gptqdamp``), ``signround`` (``--signround-iters 25,50,100,200``
+act-order, ``gptqdamp``, ``gptqseq`` true-sequential), ``signround`` (``--signround-iters 25,50,100,200``
 sweeps its iterations). At the end, the 4-bit g64 rows next to auto-round's
 (quoted from issue #14: auto-round is not a dependency) with the times as ratios
 of auto-round's SignRound time.
@@ -76,6 +76,8 @@ SCHEMES: dict[str, tuple[str, bool, dict, str]] = {
     "gptqnoclip-sym": ("gptq", True, {"clip_search": False}, "GPTQ without range search"),
     "gptqact-sym": ("gptq", True, {"act_order": True}, "GPTQ act-order (static groups)"),
     "gptqdamp-sym": ("gptq", True, {"damp": 0.1}, "GPTQ dampening 0.1"),
+    "gptqseq-sym": ("gptq", True, {"true_sequential": True},
+                    "GPTQ true-sequential (each stage's Hessian through the quantized ones)"),
     "signround-sym": ("signround", True, {}, "SignRound"),
     "signround-asym": ("signround", False, {}, "SignRound"),
     "awq-sym": ("awq", True, {}, ""),

@@ -121,12 +121,20 @@ class GPTQConfig(QuantConfig):
     held-out samples (benchmarks/bench_gptq_layers.py): off 0.065 / 0.135 / 0.222,
     on 0.059 / 0.121 / 0.173 (AWQ 0.088 / 0.141 / 0.158); the full symmetric grid
     is worth 0.151 -> 0.141 of the mean, dampening 0.1 0.137, 16 instead of 128
-    calibration samples 0.145, the range search nothing measurable."""
+    calibration samples 0.145, the range search nothing measurable.
+
+    ``true_sequential``: a layer's stages (q/k/v, o, gate/up, down, in the order
+    its forward calls them) are quantized one after another, each from the
+    inputs the already quantized stages produce, as GPTQ's reference code does;
+    otherwise every Hessian comes from the dense layer. Off by default: on the
+    demo (4-bit g64 sym, mix 32 x 512, held-out en+zh) it measured mean KLD
+    0.2200 against 0.2218, Same top p 70.8% against 71.8%, in 1.47x the time."""
 
     damp: float = 0.01
     block_size: int = 128
     act_order: bool = True
     clip_search: bool = True
+    true_sequential: bool = False
     method: ClassVar[str] = "gptq"
 
     def __post_init__(self) -> None:

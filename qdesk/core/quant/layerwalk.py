@@ -99,20 +99,29 @@ def linear_widths(model) -> dict[str, int]:
     return out
 
 
-def fast_compute_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """The dtype for the calibration forwards: bfloat16 for a float32 model where
-    bfloat16 matrix products are fast (CUDA, or a CPU with AMX / AVX512-BF16:
-    about 6x float32 on the 2-core benchmark machine); otherwise the model's."""
-    if model_dtype != torch.float32:
-        return model_dtype
-    if device.type == "cuda":
-        return torch.bfloat16
+def _cpu_has_fast_bf16() -> bool:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             flags = f.read(200_000)
     except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def fast_compute_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype for the calibration forwards (hundreds of tokens per product, not
+    a decode step's one row): bfloat16 where its matrix products are fast (CUDA,
+    or a CPU with AMX / AVX512-BF16); on other CPUs float32, even for a 16-bit
+    model. Measured on the 2-core AVX2 development CPU, one demo layer over
+    8 x 512 tokens: 1.64 s in bfloat16, 0.32 s in float32 (the model still
+    chats in bfloat16 there: a decode step's products are memory-bound and
+    faster in bfloat16, ``models.device.choose_placement``). Decided from the
+    CPU's flags, not timed, so that the same job gives the same codes."""
+    if device.type == "cuda":
+        return torch.bfloat16 if model_dtype == torch.float32 else model_dtype
+    if device.type != "cpu" or model_dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return model_dtype
-    return torch.bfloat16 if ("amx_bf16" in flags or "avx512_bf16" in flags) else model_dtype
+    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
 
 
 def working_copy(layer: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -202,7 +211,43 @@ def capture_inputs(model, layers, input_ids: torch.Tensor, device, dtype=None) -
     yield (inputs, kwargs)
 
 
-def gather_stats(layer, names, want_hessian, inputs, kwargs, tokens_total):
+def call_stages(layer, names, x, kwargs) -> list[list[str]]:
+    """``names`` in the order the layer's forward calls them, grouped into stages
+    of the Linears that read one tensor (q/k/v; gate/up). True-sequential GPTQ
+    quantizes a stage, then gathers the next stage's inputs through it, so that
+    o_proj's and down_proj's Hessians describe what they will be fed."""
+    modules = dict(layer.named_modules())
+    stages: list[list[str]] = []
+    seen: set[str] = set()
+    last: list = [None]
+
+    def make_hook(name):
+        def hook(module, args):
+            if name in seen:
+                return  # called again (a shared module): its first call places it
+            seen.add(name)
+            if stages and args[0] is last[0]:
+                stages[-1].append(name)
+            else:
+                stages.append([name])
+            last[0] = args[0]
+
+        return hook
+
+    handles = [modules[n].register_forward_pre_hook(make_hook(n)) for n in names]
+    try:
+        run_layer(layer, x, kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+        last[0] = None
+    unused = [n for n in names if n not in seen]  # never called: quantized last
+    return stages + ([unused] if unused else [])
+
+
+def gather_stats(layer, names, want_hessian, inputs, kwargs, tokens_total, stop_after=None):
+    """Each of ``names``'s input statistics over ``inputs``. stop_after: a name whose
+    input is the last one wanted; each forward stops there."""
     modules = dict(layer.named_modules())
     stats: dict[str, InputStats] = {}
     owners: set[str] = set()
@@ -223,6 +268,8 @@ def gather_stats(layer, names, want_hessian, inputs, kwargs, tokens_total):
             if name in owners:
                 stats[name].add(x.detach())
             last[0], last[1] = x, stats[name]
+            if name == stop_after:
+                raise StopForward
 
         return hook
 
@@ -234,7 +281,10 @@ def gather_stats(layer, names, want_hessian, inputs, kwargs, tokens_total):
     handles = [modules[n].register_forward_pre_hook(make_hook(n)) for n in names]
     try:
         for x in inputs:
-            run_layer(layer, x, kwargs)
+            try:
+                run_layer(layer, x, kwargs)
+            except StopForward:
+                pass
     finally:
         for h in handles:
             h.remove()

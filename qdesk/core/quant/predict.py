@@ -211,6 +211,10 @@ def _seconds(shapes: ModelShapes, configs, plan: Plan, job_tokens: int,
             flops += lin.in_features ** 3 / 3 * 3  # damped Cholesky and its inverse
             seconds += lin.in_features * _SECONDS_PER_COLUMN["gptq"] * (
                 1 + lin.out_features / 4096)
+            if c.true_sequential:
+                # the stages' own forwards, each stopping at its stage: in a Llama
+                # layer q/k/v run in three of them, o in two, gate/up in one
+                flops += 2 * lin.numel * job_tokens
         seconds += _WEIGHT_PASSES.get(c.method, 20) * lin.numel * _SECONDS_PER_WEIGHT_PASS
         seconds += _SECONDS_PER_LINEAR
         if c.method == "signround":

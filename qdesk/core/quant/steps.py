@@ -5,6 +5,8 @@
    each Linear's input statistics; let the method prepare the layer (AWQ scales);
    quantize its Linears (one event each); run the now-quantized layer to get the
    inputs of the next layer. Peak memory: one layer's statistics plus activations.
+   GPTQ with ``true_sequential`` does this per stage of the layer instead: statistics
+   of q/k/v, quantize them, then o_proj's statistics through them, and so on.
 3. After the last layer: the self-check (``selfcheck``) scores the quantized
    model against the original on held-out text (the original's logits were
    taken before step 1) and against plain RTN of the same format.
@@ -44,6 +46,7 @@ from qdesk.core.quant.events import (
 )
 from qdesk.core.quant.layerwalk import (
     ERROR_SAMPLES,
+    call_stages,
     capture_inputs,
     cast_kwargs,
     decoder_layers,
@@ -223,43 +226,48 @@ def quantize_steps(
                 inputs = [run_layer(work, x, kwargs[li]) for x in inputs]
                 continue
             originals[li] = {k: v.detach().to("cpu", copy=True) for k, v in layer.state_dict().items()}
-            t0 = time.perf_counter()
             want_h = any(method_for(local[n]).needs_hessian for n in names)
-            stats = gather_stats(working_copy(layer, dtype), names, want_h, inputs, kwargs[li],
-                                  tokens_total)
-            preparers = {method_for(local[n]).prepare_layer for n in names} - {None}
-            if preparers:
-                _prepare_checked(layer, preparers, local, stats, family, inputs[0], kwargs[li],
-                                 f"{prefix}.{li}")
-            tuned = {}
-            tuners = {method_for(local[n]).tune_block for n in names} - {None}
-            for tune in tuners:  # whole-block methods (SignRound), on the dense layer
-                part = {n: local[n] for n in names if method_for(local[n]).tune_block is tune}
-                tuned.update((yield from tune(layer, part, inputs, kwargs[li], dtype, li,
-                                              len(layers))))
-            shared = (time.perf_counter() - t0) / len(names)
-            modules = dict(layer.named_modules())
-            for n in names:
-                t1 = time.perf_counter()
-                lin, cfg = modules[n], local[n]
-                w = lin.weight.data
-                qw = tuned[n] if n in tuned else method_for(cfg).quantize(w, cfg, stats[n])
-                deq = qw.dequantize(w.dtype)
-                err = relative_output_error(w, deq, stats[n].samples)
-                lin.weight.data.copy_(deq)
-                full = f"{prefix}.{li}.{n}"
-                result.records[full] = replace(
-                    qw, q=qw.q.cpu(), scale=qw.scale.cpu(),
-                    zero=None if qw.zero is None else qw.zero.cpu(),
-                )
-                result.errors[full] = err
-                result.seconds[full] = time.perf_counter() - t1 + shared
-                index += 1
-                yield LayerQuantized(
-                    index, len(todo), full, cfg.method, cfg.bits, cfg.group_size,
-                    cfg.symmetric, err, result.seconds[full],
-                )
-            del stats
+            sequential = want_h and all(getattr(local[n], "true_sequential", False) for n in names)
+            stages = (call_stages(working_copy(layer, dtype), names, inputs[0], kwargs[li])
+                      if sequential else [names])
+            for stage in stages:
+                t0 = time.perf_counter()
+                stats = gather_stats(working_copy(layer, dtype), stage, want_h, inputs,
+                                     kwargs[li], tokens_total,
+                                     stop_after=stage[-1] if sequential else None)
+                preparers = {method_for(local[n]).prepare_layer for n in stage} - {None}
+                if preparers:
+                    _prepare_checked(layer, preparers, local, stats, family, inputs[0],
+                                     kwargs[li], f"{prefix}.{li}")
+                tuned = {}
+                tuners = {method_for(local[n]).tune_block for n in stage} - {None}
+                for tune in tuners:  # whole-block methods (SignRound), on the dense layer
+                    part = {n: local[n] for n in stage if method_for(local[n]).tune_block is tune}
+                    tuned.update((yield from tune(layer, part, inputs, kwargs[li], dtype, li,
+                                                  len(layers))))
+                shared = (time.perf_counter() - t0) / len(stage)
+                modules = dict(layer.named_modules())
+                for n in stage:
+                    t1 = time.perf_counter()
+                    lin, cfg = modules[n], local[n]
+                    w = lin.weight.data
+                    qw = tuned[n] if n in tuned else method_for(cfg).quantize(w, cfg, stats[n])
+                    deq = qw.dequantize(w.dtype)
+                    err = relative_output_error(w, deq, stats[n].samples)
+                    lin.weight.data.copy_(deq)
+                    full = f"{prefix}.{li}.{n}"
+                    result.records[full] = replace(
+                        qw, q=qw.q.cpu(), scale=qw.scale.cpu(),
+                        zero=None if qw.zero is None else qw.zero.cpu(),
+                    )
+                    result.errors[full] = err
+                    result.seconds[full] = time.perf_counter() - t1 + shared
+                    index += 1
+                    yield LayerQuantized(
+                        index, len(todo), full, cfg.method, cfg.bits, cfg.group_size,
+                        cfg.symmetric, err, result.seconds[full],
+                    )
+                del stats
             work = working_copy(layer, dtype)
             inputs = [run_layer(work, x, kwargs[li]) for x in inputs]
             del work

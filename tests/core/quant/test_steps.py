@@ -278,3 +278,39 @@ def test_unquantized_tensors_are_stored_in_the_narrowest_exact_dtype(tmp_path):
     run_quantize(make_tiny(seed=8), make_config("rtn"), None, calib(), output_dir=out2)
     with safe_open(str(out2 / "model.safetensors"), "pt") as f:
         assert f.get_slice("model.embed_tokens.weight").get_dtype() == "F32"
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq", "signround"])
+def test_the_same_job_twice_gives_the_same_codes(method, monkeypatch):
+    # Two runs of one job on one machine must agree: a difference between two
+    # "identical" runs was once taken for a method's noise.
+    monkeypatch.setenv("QDESK_THREADS", "1")
+    options = {"iters": 20} if method == "signround" else {}
+    codes = []
+    for _ in range(2):
+        result = run_quantize(make_tiny(), make_config(method, group_size=32, **options), None,
+                              calib(8, 32), check=None)
+        codes.append(result.records)
+    assert codes[0].keys() == codes[1].keys()
+    for name, qw in codes[0].items():
+        other = codes[1][name]
+        assert torch.equal(qw.q, other.q) and torch.equal(qw.scale, other.scale), name
+
+
+@pytest.mark.parametrize("fast_bf16,expected", [(False, torch.float32), (True, torch.bfloat16)])
+def test_a_bf16_model_calibrates_in_the_cpus_fast_dtype(fast_bf16, expected, monkeypatch):
+    # Without bf16 instructions a CPU multiplies bf16 matrices several times slower
+    # than float32 ones (5x on the AVX2 development CPU): the job's forwards run in
+    # float32 there, and the model keeps its own dtype.
+    from qdesk.core.quant import layerwalk
+
+    monkeypatch.setattr(layerwalk, "_cpu_has_fast_bf16", lambda: fast_bf16)
+    model = make_tiny(dtype=torch.bfloat16)
+    seen = []
+    model.model.layers[1].register_forward_pre_hook(lambda m, a, kw: seen.append(
+        (a[0] if a else kw["hidden_states"]).dtype), with_kwargs=True)
+    result = run_quantize(model, make_config("gptq", group_size=32), None, calib(), check=None)
+    # the first: the model's own forward that records every layer's arguments
+    assert seen[0] == torch.bfloat16 and len(seen) > 4 and set(seen[1:]) == {expected}
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert all(0 < e < 0.5 for e in result.errors.values())
