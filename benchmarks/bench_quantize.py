@@ -28,7 +28,9 @@ asymmetric, see ``RTNConfig``); ``hqq`` (integer zero, packed, bits + 16 per gro
 Issue #14's rows: ``rtnmmold``/``rtnold`` (the old symmetric grid max|w|/7)
 against ``rtnmm``/``rtn`` (all 2^b codes), ``rtnact`` (activation-weighted
 range), GPTQ's variants (``gptqold`` old grid, ``gptqnoclip``, ``gptqact``
-act-order, ``gptqdamp``, ``gptqseq`` true-sequential), ``signround`` (``--signround-iters 25,50,100,200``
+act-order, ``gptqdamp``, ``gptqseq`` true-sequential), ``signround`` (``signroundown``: each
+block aimed at the dense block's output on the quantized stream instead of the dense
+model's own activations; ``--signround-iters 25,50,100,200``
 sweeps its iterations). At the end, the 4-bit g64 rows next to auto-round's
 (quoted from issue #14: auto-round is not a dependency) with the times as ratios
 of auto-round's SignRound time.
@@ -80,6 +82,8 @@ SCHEMES: dict[str, tuple[str, bool, dict, str]] = {
                     "GPTQ true-sequential (each stage's Hessian through the quantized ones)"),
     "signround-sym": ("signround", True, {}, "SignRound"),
     "signround-asym": ("signround", False, {}, "SignRound"),
+    "signroundown-sym": ("signround", True, {"dense_targets": False},
+                         "SignRound, each block towards its own dense output (no drift repair)"),
     "awq-sym": ("awq", True, {}, ""),
     "hqq-asym": ("hqq", False, {}, "HQQ integer zero (packed)"),
     "hqqfz-asym": ("hqq", False, {"zero": "float"}, "HQQ float zero (hqq's format)"),

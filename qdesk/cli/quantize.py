@@ -54,9 +54,9 @@ def add_quantize_parser(subparsers) -> argparse.ArgumentParser:
                    help="RTN: choose each group's range by the rounding error weighted by the "
                         "calibration inputs' mean square (uses the calibration samples)")
     q.add_argument("--iters", type=int, default=None,
-                   help="SignRound: signed-gradient iterations per decoder block (default 200)")
+                   help="SignRound: signed-gradient iterations per decoder block (default 50)")
     q.add_argument("--batch-size", type=int, default=None,
-                   help="SignRound: calibration samples per iteration (default 8)")
+                   help="SignRound: calibration samples per iteration (default 4)")
     q.add_argument("--narrow-grid", action="store_true",
                    help="symmetric: the older grid max|w| / (2^(b-1) - 1), one code unused "
                         "(default: all 2^b codes, as llama.cpp's Q4_0)")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from qdesk.core.errors import BadInput
+from qdesk.core.quant.configs import SignRoundConfig
 
 METHODS = ("rtn", "gptq", "awq", "hqq", "signround")
 BITS = (8, 4, 3, 2)
@@ -29,7 +30,7 @@ class QuantizeOptions:
     symmetric: bool = True
     hqq_zero: str = "int"
     clip_search: bool | None = None  # RTN only; None: the method's own choice
-    signround_iters: int = 200  # SignRound only: iterations per decoder block
+    signround_iters: int = SignRoundConfig.iters  # SignRound only: iterations per block
     plan: str = "uniform"  # a preset, "custom" (the table), or a plan file
     budget_bpw: float | None = None
     calib: str = "mix"  # a built-in set or a .txt/.jsonl file

@@ -208,13 +208,27 @@ class HQQConfig(QuantConfig):
 class SignRoundConfig(QuantConfig):
     """SignRound: per decoder block, ``iters`` signed-gradient steps on the rounding
     offsets (and, with ``minmax_tuning``, each group's min/max clipping) over
-    mini-batches of ``batch_size`` calibration samples; ``lr`` None = 1 / iters
-    (the paper's and auto-round's defaults: 200 iterations, batch 8)."""
+    mini-batches of ``batch_size`` calibration samples; ``lr`` None = 1 / iters.
 
-    iters: int = 200
+    The paper's and auto-round's defaults are 200 iterations of batch 8; qdesk's
+    are 50 of batch 4, a sixteenth of the work: on the demo (4-bit g64
+    symmetric, 16 x 256 calibration tokens) that gave a mean KLD of 0.128 on
+    held-out English + Chinese, what auto-round reports at its defaults, in
+    427 s on a 2-core AVX2 CPU, where one iteration of batch 8 x 512 costs about
+    1 s (benchmarks/bench_quantize.py; the closing note of issue #14).
+
+    ``dense_targets``: each block learns to turn the activations the quantized
+    blocks before it produce into what the dense model's block outputs on the
+    dense model's own activations, so it also makes up for the error the earlier
+    blocks left (auto-round's default, ``enable_quanted_input``); False: into
+    the dense block's output on the same quantized activations (its own error
+    only). Costs one more set of activations and one dense forward per block."""
+
+    iters: int = 50
     lr: float | None = None
-    batch_size: int = 8
+    batch_size: int = 4
     minmax_tuning: bool = True
+    dense_targets: bool = True
     method: ClassVar[str] = "signround"
 
     def __post_init__(self) -> None:

@@ -29,8 +29,9 @@ class Method:
     """quantize(w (out, in), config, stats) -> QuantizedWeight; ``prepare_layer``
     (layer, configs, stats, family) may transform a whole decoder layer first
     (AWQ's scale folding, as the family's layout describes it); ``tune_block``
-    (layer, configs, inputs, kwargs, dtype, index, total) is a generator that
-    quantizes a whole decoder block from its inputs (SignRound) and returns
+    (layer, configs, inputs, kwargs, dtype, index, total, targets=) is a
+    generator that quantizes a whole decoder block from its inputs, towards the
+    dense model's activations when the job passes them (SignRound), and returns
     {name: QuantizedWeight}. ``needs_calibration``: the method uses every
     calibration sample (not only a few to measure errors)."""
 

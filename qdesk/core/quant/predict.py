@@ -62,6 +62,7 @@ class ModelShapes:
     side_files_bytes: int  # tokenizer and configuration files copied beside the weights
     memory_base: tuple[int, int]  # job memory besides the model at 0 tokens: (no Hessian, Hessian)
     memory_per_token: tuple[int, int]
+    dense_stream_per_token: int  # what a block tuner's dense activations add per token
     matmul_flops: float  # this machine's float32 matrix-product speed, flop/s
 
     def widths(self) -> dict[str, int]:
@@ -136,6 +137,8 @@ def predict(shapes: ModelShapes, config: QuantConfig, plan: Plan, samples: int,
     recipe = 1500 + 260 * len(quantized) + 80 * (len(shapes.linears) - len(quantized))
     config_json = 2000 + 60 * len(shapes.linears)
     memory = shapes.memory_base[hessian] + shapes.memory_per_token[hessian] * job_tokens
+    if any(getattr(configs[lin.name], "dense_targets", False) for lin in quantized):
+        memory += shapes.dense_stream_per_token * job_tokens
     seconds = _seconds(shapes, configs, plan, job_tokens, tokens)
     return Prediction(
         bits_per_weight=bpw, exact=exact, layers_quantized=len(quantized),
@@ -278,9 +281,9 @@ def model_shapes(model, source_path: str | None = None) -> ModelShapes:
     device = param.device
     dtype = fast_compute_dtype(param.dtype, device)
 
-    def memory(tokens: int, hessian: bool) -> int:
+    def memory(tokens: int, hessian: bool, dense_stream: bool = False) -> int:
         ids = torch.empty(1, tokens, dtype=torch.int64, device="meta")
-        return job_memory_bytes(model, layers, ids, dtype, hessian)
+        return job_memory_bytes(model, layers, ids, dtype, hessian, dense_stream=dense_stream)
 
     base = (memory(0, False), memory(0, True))
     per_token = (memory(1, False) - base[0], memory(1, True) - base[1])
@@ -302,5 +305,6 @@ def model_shapes(model, source_path: str | None = None) -> ModelShapes:
         side_files_bytes=side,
         memory_base=base,
         memory_per_token=per_token,
+        dense_stream_per_token=memory(1, False, True) - memory(1, False),
         matmul_flops=measure_matmul_flops(),
     )

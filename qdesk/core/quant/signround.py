@@ -157,14 +157,18 @@ def _batches(n: int, size: int, generator: torch.Generator) -> Iterator[list[int
 
 
 def tune_block(layer: nn.Module, configs: dict[str, SignRoundConfig], inputs: list[torch.Tensor],
-               kwargs: dict, dtype: torch.dtype, index: int, total: int) -> Iterator:
+               kwargs: dict, dtype: torch.dtype, index: int, total: int,
+               targets: list[torch.Tensor] | None = None) -> Iterator:
     """Tune one decoder block; yields ``TuningProgress`` every ``TICK_EVERY``
     iterations and a ``BlockTuned`` at the end; returns {name: QuantizedWeight}.
 
     ``layer`` holds the dense weights (left unchanged; the block runs as a copy in
     ``dtype``); configs: Linear name
     inside the layer -> its config (all share iterations, lr and batch size:
-    the first one's)."""
+    the first one's). ``targets``: what the block should output for each input
+    (the job passes the dense model's own activations, see
+    ``SignRoundConfig.dense_targets``); None: the dense block's output on
+    ``inputs``."""
     t0 = time.perf_counter()
     first = next(iter(configs.values()))
     modules = dict(layer.named_modules())
@@ -177,8 +181,9 @@ def tune_block(layer: nn.Module, configs: dict[str, SignRoundConfig], inputs: li
         for p in t.params():
             p.requires_grad_(True)
     size = max(1, min(first.batch_size, len(inputs)))
-    with torch.no_grad():
-        targets = [_forward(block, x, kwargs) for x in inputs]
+    if targets is None:
+        with torch.no_grad():
+            targets = [_forward(block, x, kwargs) for x in inputs]
     iters = first.iters
     lr0 = first.lr if first.lr is not None else 1.0 / max(1, iters)
     batches = _batches(len(inputs), size, torch.Generator().manual_seed(index))

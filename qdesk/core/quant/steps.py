@@ -194,8 +194,9 @@ def quantize_steps(
     if tokenizer is None and check is not None:
         log.info("no tokenizer: the self-check on held-out text is skipped")
         check = None
+    dense_stream = any(getattr(configs[n], "dense_targets", False) for n in todo)
     _check_memory(model, layers, input_ids, dtype, device,
-                  any(method_for(configs[n]).needs_hessian for n in todo), check)
+                  any(method_for(configs[n]).needs_hessian for n in todo), check, dense_stream)
     originals: dict[int, dict] = {}
     result = QuantizeResult(configs=configs)
     index = 0
@@ -214,7 +215,15 @@ def quantize_steps(
             else:
                 yield item
         inputs, kwargs = captured  # kwargs: one dict per layer
+        # Block tuners that aim at the dense model's own activations need them
+        # carried alongside the quantized stream (SignRoundConfig.dense_targets).
+        dense_inputs = list(inputs) if dense_stream else None
         for li, layer in enumerate(layers):
+            dense_out = None
+            if dense_inputs is not None:  # before any of this layer's weights change
+                work = working_copy(layer, dtype)
+                dense_out = [run_layer(work, x, kwargs[li]) for x in dense_inputs]
+                del work
             local = {n[len(f"{prefix}.{li}."):]: c for n, c in configs.items()
                      if n.startswith(f"{prefix}.{li}.")}
             names = [n for n, c in local.items() if c is not None]
@@ -224,6 +233,7 @@ def quantize_steps(
             if not names:
                 work = working_copy(layer, dtype)
                 inputs = [run_layer(work, x, kwargs[li]) for x in inputs]
+                dense_inputs = dense_out
                 continue
             originals[li] = {k: v.detach().to("cpu", copy=True) for k, v in layer.state_dict().items()}
             want_h = any(method_for(local[n]).needs_hessian for n in names)
@@ -243,8 +253,10 @@ def quantize_steps(
                 tuners = {method_for(local[n]).tune_block for n in stage} - {None}
                 for tune in tuners:  # whole-block methods (SignRound), on the dense layer
                     part = {n: local[n] for n in stage if method_for(local[n]).tune_block is tune}
+                    aim = dense_out if any(getattr(c, "dense_targets", False)
+                                           for c in part.values()) else None
                     tuned.update((yield from tune(layer, part, inputs, kwargs[li], dtype, li,
-                                                  len(layers))))
+                                                  len(layers), targets=aim)))
                 shared = (time.perf_counter() - t0) / len(stage)
                 modules = dict(layer.named_modules())
                 for n in stage:
@@ -270,8 +282,9 @@ def quantize_steps(
                 del stats
             work = working_copy(layer, dtype)
             inputs = [run_layer(work, x, kwargs[li]) for x in inputs]
+            dense_inputs = dense_out
             del work
-        del inputs
+        del inputs, dense_inputs
         self_check = None
         if check is not None:
             all_rtn = all(configs[n].method == "rtn" for n in todo)
@@ -293,7 +306,7 @@ def quantize_steps(
             write_checkpoint(model, tokenizer, result.records, Path(output_dir), recipe, force)
     except (torch.OutOfMemoryError, MemoryError):
         _restore(layers, originals)
-        need = job_memory_bytes(model, layers, input_ids, dtype, True, check)
+        need = job_memory_bytes(model, layers, input_ids, dtype, True, check, dense_stream)
         raise OutOfResources(
             f"out of {device.type} memory while quantizing: the job needs about "
             f"{need / 2**30:.1f} GiB besides the model (fewer calibration samples or tokens need less)"
@@ -361,12 +374,14 @@ def _vocab(model) -> int:
 
 
 def job_memory_parts(model, layers, input_ids, dtype, hessian: bool,
-                     check: SelfCheckSpec | None = None) -> tuple[int, int]:
+                     check: SelfCheckSpec | None = None,
+                     dense_stream: bool = False) -> tuple[int, int]:
     """About what the job holds besides the model, as (bytes on the model's
     device, bytes on the CPU).
 
     Device: two sets of decoder-layer activations (n x T x hidden in the compute
-    dtype), one layer's working copy, Hessians (one per Linear at most, in x in
+    dtype; four with ``dense_stream``: the dense model's own and a block tuner's
+    targets), one layer's working copy, Hessians (one per Linear at most, in x in
     float32, and GPTQ's inverse of the widest), the self-check's forward logits
     (ctx/2 x vocab float32, twice: 4 GB at a 256k vocabulary and ctx 2048, which
     is why the check's windows are short). CPU: the original weights kept for
@@ -376,7 +391,7 @@ def job_memory_parts(model, layers, input_ids, dtype, hessian: bool,
     hidden = (int(embeddings.weight.shape[1]) if embeddings is not None
               else int(getattr(model.config, "hidden_size", 0) or 0))
     itemsize = torch.empty((), dtype=dtype).element_size()
-    acts = 2 * input_ids.numel() * hidden * itemsize
+    acts = (4 if dense_stream else 2) * input_ids.numel() * hidden * itemsize
     layer = layers[0]
     widths = [m.in_features for m in layer.modules() if isinstance(m, nn.Linear)]
     hess = (sum(w * w * 4 for w in widths) + 2 * max(widths, default=0) ** 2 * 4) if hessian else 0
@@ -392,16 +407,17 @@ def job_memory_parts(model, layers, input_ids, dtype, hessian: bool,
 
 
 def job_memory_bytes(model, layers, input_ids, dtype, hessian: bool,
-                     check: SelfCheckSpec | None = None) -> int:
+                     check: SelfCheckSpec | None = None, dense_stream: bool = False) -> int:
     """What ``job_memory_parts`` counts, on one machine (a CPU job holds both)."""
-    return sum(job_memory_parts(model, layers, input_ids, dtype, hessian, check))
+    return sum(job_memory_parts(model, layers, input_ids, dtype, hessian, check, dense_stream))
 
 
 def _check_memory(model, layers, input_ids, dtype, device, hessian: bool,
-                  check: SelfCheckSpec | None) -> None:
+                  check: SelfCheckSpec | None, dense_stream: bool = False) -> None:
     from qdesk.core.models import available_memory_bytes
 
-    on_device, on_cpu = job_memory_parts(model, layers, input_ids, dtype, hessian, check)
+    on_device, on_cpu = job_memory_parts(model, layers, input_ids, dtype, hessian, check,
+                                         dense_stream)
     needs = {"cpu": on_device + on_cpu} if device.type == "cpu" else {device.type: on_device,
                                                                        "cpu": on_cpu}
     for kind, need in needs.items():

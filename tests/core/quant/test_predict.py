@@ -81,6 +81,14 @@ def test_memory_is_the_jobs_own_estimate():
     dtype = fast_compute_dtype(torch.float32, torch.device("cpu"))
     ids = torch.zeros(8, 64, dtype=torch.int64)
     assert p.memory_bytes == job_memory_bytes(model, decoder_layers(model), ids, dtype, True)
+    # SignRound carries the dense model's activations too: two more sets
+    sr = predict(shapes, make_config("signround", bits=4, group_size=32), Plan(), samples=8,
+                 tokens=64)
+    assert sr.memory_bytes == job_memory_bytes(model, decoder_layers(model), ids, dtype, False,
+                                               dense_stream=True)
+    hidden = model.config.hidden_size
+    assert sr.memory_bytes - job_memory_bytes(model, decoder_layers(model), ids, dtype, False) \
+        == 2 * 8 * 64 * hidden * torch.empty((), dtype=dtype).element_size()
 
 
 def test_group_sizes_that_do_not_divide_are_said():

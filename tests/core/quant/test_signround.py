@@ -172,6 +172,49 @@ def test_job_yields_one_event_per_block_and_cancel_restores_the_model():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.parametrize("dense_targets", [True, False])
+def test_the_job_aims_each_block_at_the_dense_models_activations(monkeypatch, dense_targets):
+    """With dense_targets each block learns towards the dense model's own output of
+    that block; without, the tuner gets no targets (it aims at the dense block's
+    output on the quantized stream). The second block's inputs always come from
+    the quantized first block."""
+    from dataclasses import replace
+
+    from qdesk.core.quant import methods
+
+    model = make_tiny()
+    ids = calib(4, 16).input_ids
+    outputs = {}
+    hooks = [layer.register_forward_hook(
+        lambda m, a, out, i=i: outputs.__setitem__(i, out[0] if isinstance(out, tuple) else out))
+        for i, layer in enumerate(model.model.layers)]
+    with torch.no_grad():
+        dense_in = model(ids, output_hidden_states=True).hidden_states[0]
+    for h in hooks:
+        h.remove()
+    seen = []
+
+    def recording(layer, configs, inputs, kwargs, dtype, index, total, targets=None):
+        seen.append((torch.cat(inputs).clone(),
+                     None if targets is None else torch.cat(targets).clone()))
+        return (yield from tune_block(layer, configs, inputs, kwargs, dtype, index, total,
+                                      targets=targets))
+
+    entry = methods.METHODS[SignRoundConfig]
+    monkeypatch.setitem(methods.METHODS, SignRoundConfig, replace(entry, tune_block=recording))
+    cfg = make_config("signround", iters=4, batch_size=2, dense_targets=dense_targets)
+    list_events(quantize_steps(model, cfg, None, calib(4, 16), check=None))
+    assert len(seen) == 2
+    (first_in, first_aim), (second_in, second_aim) = seen
+    assert_close(first_in, dense_in, rtol=1e-5, atol=1e-5)
+    assert (second_in - outputs[0]).abs().max() > 1e-3  # quantized stream
+    if dense_targets:
+        assert_close(first_aim, outputs[0], rtol=1e-5, atol=1e-5)
+        assert_close(second_aim, outputs[1], rtol=1e-5, atol=1e-5)
+    else:
+        assert first_aim is None and second_aim is None
+
+
 def list_events(gen):
     out = []
     try:
@@ -188,4 +231,4 @@ def test_config_is_validated():
         SignRoundConfig(batch_size=0)
     with pytest.raises(BadInput):
         make_config("signround", lr=5.0)
-    assert make_config("signround").iters == 200
+    assert make_config("signround").iters == 50 and make_config("signround").batch_size == 4
