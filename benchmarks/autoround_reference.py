@@ -51,9 +51,14 @@ def run(ids_path: Path, iters: int, model_dir: str) -> None:
     # auto-round tunes each block after caching its inputs; the first forward of
     # block i+1 during tuning marks the end of block i.
     starts: dict[int, float] = {}
+
+    def mark(index: int):
+        def hook(module, args) -> None:  # returns None: the inputs stay as they are
+            starts.setdefault(index, time.perf_counter())
+        return hook
+
     for i, layer in enumerate(model.model.layers):
-        layer.register_forward_pre_hook(
-            lambda m, a, i=i: starts.setdefault(i, time.perf_counter()))
+        layer.register_forward_pre_hook(mark(i))
     data = [ids[i:i + 1] for i in range(len(ids))]
     ar = AutoRound(model, tok, bits=4, group_size=64, sym=True, iters=iters,
                    nsamples=len(ids), seqlen=ids.shape[1], batch_size=8, dataset=data)

@@ -247,9 +247,11 @@ def main(argv=None) -> int:
 
 
 # auto-round 0.16.1 on the demo, 4-bit g64 sym, the same calibration samples and
-# scoring, on the 2-core development CPU (issue #14): what qdesk's rows are
+# scoring, on the 2-core CPU issue #14 was written on: what qdesk's rows are
 # compared with. auto-round is not a dependency; these figures are quoted, not
-# measured by this script.
+# measured by this script. That CPU was about 5x faster at this than the AVX2
+# one of 2026-12-03, where benchmarks/autoround_reference.py measured 1.25 s per
+# iteration (batch 8 x 512) against qdesk's 1.05 s: compare times on one machine.
 AUTOROUND_ISSUE_14 = (
     ("auto-round SignRound, 200 iterations (its default)", 0.128, 0.792, 26.5 * 60),
     ("auto-round 0 iterations, activation-weighted RTN", 0.293, 0.676, 114.0),
