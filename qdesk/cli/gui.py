@@ -50,7 +50,7 @@ def cmd_gui(args) -> int:
                    language=args.language, size=size)
     # The window is closed, its jobs ended and the settings written (every change
     # syncs). End here without the interpreter's teardown: the Triton kernels
-    # (kernels/, imported once a quantized model opens) print nanobind leak
+    # (qdesk_kernels, imported once a quantized model opens) print nanobind leak
     # reports to stderr there, and Qt's objects are freed in an arbitrary order.
     import os
     import sys

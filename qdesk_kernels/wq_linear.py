@@ -26,6 +26,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+
 from qdesk_kernels.packing import PackedWeight
 
 GEMV_MAX_ROWS = 8  # up to this many rows: the GEMV kernel (decode, a batch of panes)
