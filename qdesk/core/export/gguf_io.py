@@ -23,12 +23,10 @@ DENSE_TYPES = ("F32", "F16", "BF16", "Q8_0")
 
 
 def open_reader(path: Path):
-    import gguf
+    """The GGUF file at ``path`` (``gguf_source.GGUFSource``). Raises BadInput."""
+    from qdesk.core.export.gguf_source import GGUFSource
 
-    try:
-        return gguf.GGUFReader(str(path))
-    except (ValueError, OSError) as e:
-        raise BadInput(f"{path}: not a readable GGUF file ({e})") from None
+    return GGUFSource(path)
 
 
 def ggml_type(name: str):

@@ -42,18 +42,16 @@ def previous_export_kind(path: Path) -> str | None:
 
 
 def _gguf_marker(path: Path) -> str | None:
-    from qdesk.core.export.gguf_io import field_value
+    from qdesk.core.models.gguf_reader import read_gguf
 
     try:
-        import gguf
-
         with open(path, "rb") as f:
             if f.read(4) != b"GGUF":
                 return None
-        value = field_value(gguf.GGUFReader(str(path)), GGUF_MARKER)
+        entry = read_gguf(path).metadata.get(GGUF_MARKER)
     except Exception:  # an unreadable file is simply not a qdesk export
         return None
-    return value if isinstance(value, str) else None
+    return entry.data if entry is not None and isinstance(entry.data, str) else None
 
 
 def check_target(path: Path, kind: str, force: bool, folder: bool) -> None:

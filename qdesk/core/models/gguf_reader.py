@@ -138,8 +138,11 @@ class _Cursor:
             raise self.damaged(f"{what} is not UTF-8") from None
 
 
-def read_gguf(path: str | os.PathLike) -> GGUFFile:
-    """Parse and check the header of the GGUF file at ``path``. Raises BadInput."""
+def read_gguf(path: str | os.PathLike, all_strings: bool = False) -> GGUFFile:
+    """Parse and check the header of the GGUF file at ``path``. Raises BadInput.
+
+    ``all_strings``: keep every string array (as bytes), not only
+    KEPT_STRING_ARRAYS (what copying the metadata to a new file needs)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -150,20 +153,20 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
                     raise BadInput(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
                 raise BadInput(f"{path}: truncated GGUF file ({size} bytes)")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                return _parse(memoryview(buf), path, size)
+                return _parse(memoryview(buf), path, size, all_strings)
     except OSError as e:
         raise BadInput(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _parse(buf: memoryview, path: Path, size: int) -> GGUFFile:
+def _parse(buf: memoryview, path: Path, size: int, all_strings: bool = False) -> GGUFFile:
     cur = _Cursor(buf, path)
     try:
-        return _parse_at(cur, path, size)
+        return _parse_at(cur, path, size, all_strings)
     finally:
         buf.release()
 
 
-def _parse_at(cur: _Cursor, path: Path, size: int) -> GGUFFile:
+def _parse_at(cur: _Cursor, path: Path, size: int, all_strings: bool = False) -> GGUFFile:
     if bytes(cur.buf[:4]) != GGUF_MAGIC:
         raise BadInput(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
     cur.pos = 4
@@ -185,7 +188,7 @@ def _parse_at(cur: _Cursor, path: Path, size: int) -> GGUFFile:
         key = cur.text(f"metadata key {i}", limit=MAX_KEY_BYTES)
         if key in metadata:
             raise cur.damaged(f"metadata key {key} appears twice")
-        metadata[key] = _read_value(cur, key)
+        metadata[key] = _read_value(cur, key, all_strings)
 
     tensors = []
     names: set[str] = set()
@@ -208,7 +211,7 @@ def _parse_at(cur: _Cursor, path: Path, size: int) -> GGUFFile:
     return GGUFFile(path, version, metadata, tuple(tensors), data_start, size)
 
 
-def _read_value(cur: _Cursor, key: str) -> Value:
+def _read_value(cur: _Cursor, key: str, all_strings: bool = False) -> Value:
     vtype = cur.u32(f"the type of {key}")
     if vtype in _SCALARS:
         fmt, width = _SCALARS[vtype]
@@ -228,7 +231,7 @@ def _read_value(cur: _Cursor, key: str) -> Value:
     if item == _STRING:
         # Each string is at least its 8-byte length: a count beyond that cannot be real.
         cur.need(count * 8, key)
-        if key in KEPT_STRING_ARRAYS:
+        if all_strings or key in KEPT_STRING_ARRAYS:
             return Value(vtype, tuple(cur.raw_string(f"{key}[{i}]") for i in range(count)), item)
         for i in range(count):
             cur.skip_string(f"{key}[{i}]")
