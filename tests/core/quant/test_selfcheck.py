@@ -127,3 +127,36 @@ def test_verdicts():
     assert judge(0.42, 0.4, same + 0.02) is None  # within 10% of RTN
     assert "lost what the original predicts" in judge(KLD_LIMIT * 1.5, KLD_LIMIT * 2, same - 1)  # beyond the limit
     assert "beyond" in judge(float("nan"), 0.4, same)
+
+
+@pytest.mark.parametrize("method", ["gptq", "hqq"])
+def test_a_16_bit_model_is_scored_in_float32_and_given_back_exactly(tok, monkeypatch, method):
+    """On a CPU without fast 16-bit products the check's forwards run on float32
+    parameters; the job's result is bit for bit what it is when the check runs in
+    bfloat16 (HQQ: a float zero, whose dequantization rounds step by step), and
+    the figures nearly the same."""
+    from contextlib import nullcontext
+
+    from qdesk.core.quant import layerwalk, selfcheck
+
+    monkeypatch.setattr(layerwalk, "_cpu_has_fast_bf16", lambda: False)
+    options = {"symmetric": False, "zero": "float"} if method == "hqq" else {}
+    results, seen = {}, []
+    for wide in (True, False):
+        model = _model(tok).to(torch.bfloat16)
+        head = model.lm_head  # only the check runs the whole model: the layer walk stops before it
+        hook = head.register_forward_pre_hook(lambda m, a, wide=wide: seen.append((wide, m.weight.dtype)))
+        with monkeypatch.context() as m:
+            if not wide:
+                m.setattr(selfcheck, "float32_scoring", lambda model: nullcontext())
+            summary = run_quantize(model, make_config(method, **options), None,
+                                   calib(8, 32, vocab=len(tok)), tokenizer=tok).summary
+        hook.remove()
+        assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+        results[wide] = (summary.check, model.state_dict())
+    assert (True, torch.float32) in seen and (False, torch.float32) not in seen
+    (wide_check, wide_state), (narrow_check, narrow_state) = results[True], results[False]
+    for k, v in narrow_state.items():
+        assert torch.equal(wide_state[k], v), k
+    assert wide_check.mean_kld == pytest.approx(narrow_check.mean_kld, rel=0.1, abs=0.01)
+    assert wide_check.rtn_mean_kld == pytest.approx(narrow_check.rtn_mean_kld, rel=0.1, abs=0.01)
