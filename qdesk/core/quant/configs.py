@@ -204,6 +204,9 @@ class HQQConfig(QuantConfig):
             self._choose("refit", self.zero == "float" or self.bits <= 3)
 
 
+SIGNROUND_SELECT = ("fixed", "batch", "last")
+
+
 @dataclass(frozen=True)
 class SignRoundConfig(QuantConfig):
     """SignRound: per decoder block, ``iters`` signed-gradient steps on the rounding
@@ -222,13 +225,18 @@ class SignRoundConfig(QuantConfig):
     dense model's own activations, so it also makes up for the error the earlier
     blocks left (auto-round's default, ``enable_quanted_input``); False: into
     the dense block's output on the same quantized activations (its own error
-    only). Costs one more set of activations and one dense forward per block."""
+    only). Costs one more set of activations and one dense forward per block.
+
+    ``select``: which parameters are kept (``signround._Keeper``): "fixed", the
+    lowest loss on one fixed batch, measured every 10 iterations (a forward each);
+    "batch", the lowest mini-batch loss (the paper's and auto-round's); "last"."""
 
     iters: int = 50
     lr: float | None = None
     batch_size: int = 4
     minmax_tuning: bool = True
     dense_targets: bool = True
+    select: str = "fixed"
     method: ClassVar[str] = "signround"
 
     def __post_init__(self) -> None:
@@ -239,6 +247,9 @@ class SignRoundConfig(QuantConfig):
             _check_range("SignRound lr", self.lr, 1e-6, 1.0)
         if not 1 <= self.batch_size <= 1024:
             raise BadInput(f"SignRound batch size must be 1..1024, not {self.batch_size}")
+        if self.select not in SIGNROUND_SELECT:
+            raise BadInput(f"SignRound select must be one of {', '.join(SIGNROUND_SELECT)}, "
+                           f"not {self.select!r}")
 
 
 CONFIGS: dict[str, type[QuantConfig]] = {

@@ -6,8 +6,10 @@ by signed gradient descent on the block's output error: the mean square of
 (quantized block)(x) - (dense block)(x) over calibration inputs x, the dense
 outputs coming from the unquantized block on the same inputs. Rounding is
 straight-through. The step size decays linearly from ``lr`` (1 / iterations by
-default, as the paper) to 0; the parameters of the mini-batch with the lowest
-loss are kept, then the rounding is fixed.
+default, as the paper) to 0; then the rounding is fixed, from the parameters
+``SignRoundConfig.select`` picks: those of the lowest loss on one fixed batch,
+measured every ``TICK_EVERY`` iterations (default), of the lowest mini-batch
+loss (the paper's and auto-round's), or the last.
 
 Shapes: a block's inputs are a list of (1, T, hidden) tensors; a mini-batch
 concatenates ``batch_size`` of them. The block runs in the job's compute dtype
@@ -187,7 +189,8 @@ def tune_block(layer: nn.Module, configs: dict[str, SignRoundConfig], inputs: li
     iters = first.iters
     lr0 = first.lr if first.lr is not None else 1.0 / max(1, iters)
     batches = _batches(len(inputs), size, torch.Generator().manual_seed(index))
-    best_loss, best_state, start_loss, loss = float("inf"), None, None, None
+    keep = _Keeper(first.select, block, tuned, inputs[:size], targets[:size], kwargs, dtype)
+    loss = None
     for it in range(iters):
         idx = next(batches)
         x = torch.cat([inputs[i] for i in idx])
@@ -196,19 +199,64 @@ def tune_block(layer: nn.Module, configs: dict[str, SignRoundConfig], inputs: li
             loss_t = block_loss(block, tuned, x, y, kwargs, dtype)
             loss_t.backward()
         loss = float(loss_t.detach())
-        start_loss = loss if start_loss is None else start_loss
-        if loss < best_loss:
-            best_loss, best_state = loss, {n: t.snapshot() for n, t in tuned.items()}
+        keep.batch_measured(loss)
         sign_step(list(tuned.values()), lr0 * (1.0 - it / iters))
-        if (it + 1) % TICK_EVERY == 0 and it + 1 < iters:
-            yield TuningProgress(index + 1, total, it + 1, iters, loss)
-    if best_state is not None:
-        for n, t in tuned.items():
-            t.restore(best_state[n])
+        if (it + 1) % TICK_EVERY == 0 or it + 1 == iters:
+            keep.tick()
+            if it + 1 < iters:
+                yield TuningProgress(index + 1, total, it + 1, iters, loss)
+    keep.restore_best()
     result = {n: t.final(weight_dtype[n]) for n, t in tuned.items()}
-    yield BlockTuned(index + 1, total, iters, start_loss or 0.0,
-                     best_loss if best_state is not None else 0.0, time.perf_counter() - t0)
+    yield BlockTuned(index + 1, total, iters, keep.start_loss or 0.0, keep.best_loss,
+                     time.perf_counter() - t0)
     return result
+
+
+class _Keeper:
+    """Which parameters the tuning ends with (``SignRoundConfig.select``).
+
+    "fixed": the lowest loss on one fixed batch (the first samples), measured at
+    the start and every tick. Mini-batch losses differ by their samples more than
+    by the parameters once there are many samples, so "batch" (the lowest
+    mini-batch loss, auto-round's rule) tends to keep whichever state met the
+    easiest batch. "last": the state after the last step."""
+
+    def __init__(self, select: str, block, tuned: dict[str, TunedWeight], xs, ys, kwargs, dtype):
+        self.select, self.block, self.tuned = select, block, tuned
+        self.kwargs, self.dtype = kwargs, dtype
+        self.best_loss, self.best_state, self.start_loss = float("inf"), None, None
+        if select == "fixed":
+            self.x, self.y = torch.cat(xs), torch.cat(ys)
+            self._consider(self._fixed_loss())
+
+    def _fixed_loss(self) -> float:
+        with torch.no_grad():
+            return float(block_loss(self.block, self.tuned, self.x, self.y, self.kwargs, self.dtype))
+
+    def _consider(self, loss: float) -> None:
+        self.start_loss = loss if self.start_loss is None else self.start_loss
+        if loss < self.best_loss:
+            self.best_loss = loss
+            self.best_state = {n: t.snapshot() for n, t in self.tuned.items()}
+
+    def batch_measured(self, loss: float) -> None:
+        """A mini-batch's loss, measured before this iteration's step."""
+        if self.select == "batch":
+            self._consider(loss)
+        elif self.select == "last":
+            self.start_loss = loss if self.start_loss is None else self.start_loss
+            self.best_loss = loss
+
+    def tick(self) -> None:
+        if self.select == "fixed":
+            self._consider(self._fixed_loss())
+
+    def restore_best(self) -> None:
+        if self.select != "last" and self.best_state is not None:
+            for n, t in self.tuned.items():
+                t.restore(self.best_state[n])
+        if self.best_state is None and self.select != "last":
+            self.best_loss = 0.0
 
 
 def _forward(block: nn.Module, x: torch.Tensor, kwargs: dict) -> torch.Tensor:

@@ -152,6 +152,46 @@ def test_tuning_lowers_the_block_error_below_rounding_to_nearest():
     assert tuned < 0.8 * rtn
 
 
+def test_select_fixed_keeps_the_lowest_loss_on_its_fixed_batch():
+    """The three rules walk the same trajectory (select changes no step): "fixed"
+    ends with the state of lowest loss on the first batch_size samples, among
+    candidates that include the start (round to nearest) and the last state, so
+    on that batch it is at least as good as "last", "batch" and no tuning."""
+    from qdesk.core.quant.layerwalk import capture_inputs, decoder_layers
+
+    model = make_tiny(seed=2)
+    layers = decoder_layers(model)
+    for item in capture_inputs(model, layers, calib(12, 32).input_ids, torch.device("cpu")):
+        if isinstance(item, tuple):
+            inputs, kwargs = item
+    names = [n for n, m in layers[0].named_modules() if isinstance(m, nn.Linear)]
+    fixed_batch = [torch.cat(inputs[:4])]
+    kept, done = {}, {}
+    for select, iters in (("fixed", 25), ("batch", 25), ("last", 25), ("fixed", 0)):
+        cfg = SignRoundConfig(bits=3, group_size=32, iters=iters, batch_size=4, select=select)
+        events, kept[select, iters] = _tune(layers[0], {n: cfg for n in names}, inputs, kwargs[0])
+        done[select, iters] = events[-1]
+    loss = {k: _block_mse(layers[0], q, fixed_batch, kwargs[0]) for k, q in kept.items()}
+    # the tuner measures with float32 scales; the kept weights store 16-bit ones
+    best = done["fixed", 25]
+    assert best.loss_best == pytest.approx(loss["fixed", 25], rel=0.02)
+    assert best.loss_start == pytest.approx(loss["fixed", 0], rel=0.02)
+    assert loss["fixed", 25] <= 1.01 * min(loss["last", 25], loss["batch", 25], loss["fixed", 0])
+    assert loss["fixed", 25] < loss["fixed", 0]
+    assert done["batch", 25].loss_best <= done["batch", 25].loss_start
+
+
+def _tune(layer, configs, inputs, kwargs):
+    """(the events, the returned weights) of tuning one block in float32."""
+    gen = tune_block(layer, configs, inputs, kwargs, torch.float32, 0, 2)
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        return events, stop.value
+
+
 def test_job_yields_one_event_per_block_and_cancel_restores_the_model():
     model = make_tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -231,4 +271,6 @@ def test_config_is_validated():
         SignRoundConfig(batch_size=0)
     with pytest.raises(BadInput):
         make_config("signround", lr=5.0)
+    with pytest.raises(BadInput):
+        make_config("signround", select="best")
     assert make_config("signround").iters == 50 and make_config("signround").batch_size == 4
