@@ -218,7 +218,8 @@ class SignRoundConfig(QuantConfig):
     symmetric, 16 x 256 calibration tokens) that gave a mean KLD of 0.128 on
     held-out English + Chinese, what auto-round reports at its defaults, in
     427 s on a 2-core AVX2 CPU, where one iteration of batch 8 x 512 costs about
-    1 s (benchmarks/bench_quantize.py; the closing note of issue #14).
+    1 s; at the default calibration (128 x 512) 0.139 (benchmarks/bench_quantize.py;
+    the closing notes of issue #14).
 
     ``dense_targets``: each block learns to turn the activations the quantized
     blocks before it produce into what the dense model's block outputs on the

@@ -99,3 +99,17 @@ def test_group_sizes_that_do_not_divide_are_said():
 
     with pytest.raises(BadInput, match="does not divide"):
         predict(shapes, make_config("rtn", bits=4, group_size=128), Plan(), 4, 32)
+
+
+def test_the_time_counts_the_self_check_the_job_runs():
+    from qdesk.core.quant import predict as prediction
+    from qdesk.core.quant.selfcheck import SelfCheckSpec
+    from qdesk.core.quant.steps import DEFAULT_CHECK
+
+    assert prediction._CHECK_TOKENS == DEFAULT_CHECK.windows * DEFAULT_CHECK.ctx
+    assert DEFAULT_CHECK == SelfCheckSpec()
+    shapes = model_shapes(make_tiny())
+    config = make_config("rtn", bits=4, group_size=32)
+    with_check = predict(shapes, config, Plan(), 4, 32).seconds
+    without = predict(shapes, config, Plan(), 4, 32, self_check=False).seconds
+    assert with_check > without
