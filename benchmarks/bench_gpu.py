@@ -96,6 +96,7 @@ def layer_shapes(c: dict) -> list[tuple[int, int]]:
 
 def bench_gemv(c: dict, device, bandwidth: float) -> list[str]:
     import torch.nn.functional as F
+
     from qdesk_kernels.packing import pack_weight
     from qdesk_kernels.wq_linear import wq_linear
 
