@@ -7,9 +7,9 @@ by signed gradient descent on the block's output error: the mean square of
 outputs coming from the unquantized block on the same inputs. Rounding is
 straight-through. The step size decays linearly from ``lr`` (1 / iterations by
 default, as the paper) to 0; then the rounding is fixed, from the parameters
-``SignRoundConfig.select`` picks: those of the lowest loss on one fixed batch,
-measured every ``TICK_EVERY`` iterations (default), of the lowest mini-batch
-loss (the paper's and auto-round's), or the last.
+``SignRoundConfig.select`` picks: those of the lowest mini-batch loss (the
+paper's and auto-round's, the default), of the lowest loss on one fixed batch
+measured every ``TICK_EVERY`` iterations, or the last.
 
 Shapes: a block's inputs are a list of (1, T, hidden) tensors; a mini-batch
 concatenates ``batch_size`` of them. The block runs in the job's compute dtype
