@@ -59,9 +59,14 @@ def bench_kernels() -> None:
     torch.set_num_threads(1)
     shapes = [(576, 576), (576, 1536), (1536, 576), (576, 49152), (2048, 2048), (2048, 8192),
               (8192, 2048)]
-    print("\nkernels, one thread, median microseconds (speedup over dense bf16 / float32)")
-    print("| in -> out | rows | int4 g64 | int8 channel | dense bf16 | dense f32 |")
-    print("|---|---|---|---|---|---|")
+    from qdesk.core.packed import native
+
+    native_ok = native.library() is not None
+    print("\nkernels, one thread, median microseconds (speedup over dense bf16 / float32); "
+          f"qdesk's kernel: {native.simd() or native.why_not()}")
+    print("| in -> out | rows | qdesk int4 g64 (f32) | torch int4 g64 (bf16) | int8 channel | "
+          "dense bf16 | dense f32 |")
+    print("|---|---|---|---|---|---|---|")
     g = torch.Generator().manual_seed(0)
     for k, n in shapes:
         q = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
@@ -71,19 +76,22 @@ def bench_kernels() -> None:
                               None, 8, -1)
         l4 = QuantLinear(qw4, dtype=torch.bfloat16, kernel="int4")
         l8 = QuantLinear(qw8, dtype=torch.bfloat16, kernel="int8")
+        ln = QuantLinear(qw4, dtype=torch.float32, kernel="native") if native_ok else None
         wb = qw4.dequantize(torch.bfloat16)
         wf = wb.float()
-        # 127 rows: the op's last; 128: dequantize + matmul (cpu_kernels.DENSE_FROM_ROWS)
-        for rows in (1, 2, 16, 127, 128) if n * k < 2e7 else (1, 2):
+        # 64 / 128 rows: qdesk's kernel / torch's ops dequantize + matmul from there (DENSE_FROM_ROWS)
+        for rows in (1, 2, 16, 63, 64, 127, 128) if n * k < 2e7 else (1, 2):
             reps = 30 if rows <= 16 else 5
             xb = torch.randn(rows, k, generator=g).to(torch.bfloat16)
             xf = xb.float()
             with torch.inference_mode():
+                tn = median_us(functools.partial(ln, xf), reps) if ln is not None else float("nan")
                 t4 = median_us(functools.partial(l4, xb), reps)
                 t8 = median_us(functools.partial(l8, xb), reps)
                 tb = median_us(functools.partial(F.linear, xb, wb), reps)
                 tf = median_us(functools.partial(F.linear, xf, wf), reps)
-            print(f"| {k} -> {n} | {rows} | {t4:.0f} ({tb / t4:.1f}x / {tf / t4:.1f}x) | "
+            print(f"| {k} -> {n} | {rows} | {tn:.0f} ({tb / tn:.1f}x / {tf / tn:.1f}x) | "
+                  f"{t4:.0f} ({tb / t4:.1f}x / {tf / t4:.1f}x) | "
                   f"{t8:.0f} ({tb / t8:.1f}x / {tf / t8:.1f}x) | {tb:.0f} | {tf:.0f} |")
     torch.set_num_threads(torch.get_num_interop_threads())
 
@@ -233,7 +241,9 @@ def bench_1b(runs: int, n_tokens: int) -> dict:
     dense = random_llama_1b(dense_place.dtype)
 
     def packed_model(with_head: bool):
-        model = random_llama_1b(packed_place.dtype)  # the same random weights (same seed)
+        # the same random weights (same seed), as a bfloat16 checkpoint holds them:
+        # pack_linears leaves the rest as the checkpoint loader does
+        model = random_llama_1b("bfloat16")
         records = {}
         for name, mod in model.named_modules():
             if isinstance(mod, torch.nn.Linear) and (with_head or name != "lm_head"):

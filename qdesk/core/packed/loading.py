@@ -18,6 +18,11 @@ integer or ``zp_dtype`` float); integer weights of 2-8 bits, strategies
 channel / group / tensor; no activation quantization, no act-order index, no
 sparsity. The checkpoint's keys must line up with the skeleton exactly; any
 doubt returns None and the caller loads densely as before.
+
+A float32 model on qdesk's CPU kernels keeps its 16-bit embedding and output
+head in 16 bits (``native_kernels.use_sixteen_bit_products``: a fifth of the
+demo's weights, read every token) and stacks sibling Linears into one kernel
+call (``fusion.fuse_siblings``); ``facts()`` says what was done.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import torch
 from torch import nn
 
 from qdesk.core.models.device import DecodeShape, Placement
+from qdesk.core.packed.fusion import fuse_siblings
+from qdesk.core.packed.native_kernels import sixteen_bit_keys, use_sixteen_bit_products
 from qdesk.core.packed.placement import packed_placement
 from qdesk.core.packed.quant_linear import QuantLinear
 from qdesk.core.quant.packing import packed_words, unpack_int32
@@ -71,6 +78,9 @@ class PackedPlan:
     dense_keys: list[str]
     dense_numels: dict[str, tuple[int, bool]]  # key -> (numel, floating)
     kernels: Counter = field(default_factory=Counter)
+    sixteen_bit: tuple[str, ...] = ()  # what load kept in 16 bits (Dense16Linear, embeddings)
+    sixteen_bit_keys: set[str] = field(default_factory=set)  # what it may keep (16-bit on disk)
+    stacked: int = 0  # sets of sibling Linears stacked into one kernel call (fusion)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -82,17 +92,26 @@ class PackedPlan:
 
     @property
     def memory_bytes(self) -> int:
-        """Resident bytes after loading: codes at 4 bits for 2-4-bit layers (torch's
-        int4 layout), 8 otherwise, the op's scales and constants, the rest in dtype."""
+        """Resident bytes after loading: codes at 4 bits for 2-4-bit layers, 8
+        otherwise, their scales and constants, the rest in dtype (16-bit
+        embedding and head weights stay 16-bit in a float32 model on qdesk's
+        kernels: ``sixteen_bit_keys``)."""
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         total = 0
         for s in self.specs.values():
             groups = 1 if s.group_size == -1 else s.in_features // s.group_size
             total += s.out_features * s.in_features * (4 if s.bits <= 4 else 8) // 8
             total += s.out_features * groups * (2 * itemsize + 8)
-        for numel, floating in self.dense_numels.values():
-            total += numel * (itemsize if floating else 8)
+        keep16 = self.sixteen_bit_keys if self._native_float32() else set()
+        for key, (numel, floating) in self.dense_numels.items():
+            size = 2 if key in keep16 else itemsize if floating else 8
+            total += numel * size
         return total
+
+    def _native_float32(self) -> bool:
+        from qdesk.core.packed import native
+
+        return self.dtype == torch.float32 and self.device == "cpu" and native.library() is not None
 
     def dominant_format(self) -> tuple[int, int]:
         """(bits, group_size) holding the most weights."""
@@ -108,6 +127,10 @@ class PackedPlan:
     def facts(self) -> dict:
         """For ``ModelFacts.quantization``: how the weights run."""
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.kernels.items()))
+        if self.stacked:
+            kinds += f"; {self.stacked} sibling sets stacked"
+        if self.sixteen_bit:
+            kinds += f"; {', '.join(self.sixteen_bit)} 16-bit"
         return {"runtime": f"packed ({kinds or 'no layers'})", "packed_layers": len(self.specs)}
 
 
@@ -250,7 +273,10 @@ def _plan(path, files, records, raw_config, config) -> PackedPlan:
     if missing:
         raise _Unsupported(f"tensors missing from the checkpoint ({missing[0]}, ...)")
     numels = {k: (expected[k].numel(), expected[k].is_floating_point()) for k in dense_keys}
-    return PackedPlan(Path(path), list(files), config, None, specs, dense_keys, numels)
+    plan = PackedPlan(Path(path), list(files), config, None, specs, dense_keys, numels)
+    plan.sixteen_bit_keys = {k for k in sixteen_bit_keys(skeleton, specs)
+                             if k in records and records[k]["dtype"] in ("BF16", "F16")}
+    return plan
 
 
 def _spec(name, module, fmt, bits, group, symmetric, records) -> LinearSpec:
@@ -366,13 +392,18 @@ def _load(plan: PackedPlan):
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, layer)
     expected = model.state_dict(keep_vars=True)
+    keep16 = _keeps_16bit(model, plan)
     state = {}
     for key in plan.dense_keys:
         t = get(key)
         want = expected[key]
-        state[key] = t.to(device, want.dtype if t.is_floating_point() else t.dtype)
+        keep = key in keep16 and t.dtype in (torch.bfloat16, torch.float16)
+        state[key] = t.to(device, want.dtype if t.is_floating_point() and not keep else t.dtype)
     model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()
+    if keep16:
+        plan.sixteen_bit = use_sixteen_bit_products(model)
+    plan.stacked = fuse_siblings(model)
     # transformers' init skips tensors flagged as loaded; what is still on the
     # meta device (non-persistent buffers: rotary frequencies, embedding scales)
     # gets a real, unflagged tensor, which initialize_weights then computes.
@@ -401,6 +432,15 @@ def _load(plan: PackedPlan):
     del get, state
     _release_freed_memory()
     return model
+
+
+def _keeps_16bit(model, plan: PackedPlan) -> set[str]:
+    """Checkpoint keys to keep in their 16-bit dtype in a float32 model
+    (``native_kernels.sixteen_bit_keys``); none where the kernels are missing
+    or the model computes in 16 bits anyway."""
+    if not plan._native_float32():
+        return set()
+    return sixteen_bit_keys(model, plan.specs)
 
 
 def _release_freed_memory() -> None:

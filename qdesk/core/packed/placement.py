@@ -4,12 +4,15 @@ A dense model on the CPU runs in whichever of bfloat16 and float32 makes its
 decode step's matrix products faster, measured (``qdesk.core.models.device``).
 A packed model follows the same rule, timing the products it really runs: its
 Linears through the kernel ``QuantLinear`` picks in each dtype, and the output
-head (left unquantized) as a dense product. On x86 CPUs torch's int4/int8
-ops are vectorized for bfloat16 only, so a 4-bit model usually computes in
-bfloat16 while its dense original computes in float32; the reason string says
-which products measured what. The verdict is kept on disk per CPU, torch
-version, shape and format, like the dense policy's, so a model runs in the
-same dtype every time.
+head (left unquantized) as the model would run it (in float32 from its 16-bit
+weight on qdesk's kernel, ``head_seconds``). On an AVX2 CPU qdesk's kernel
+computes in float32 (a 4-bit demo step's products: 18.5 ms against 27.9 in
+bfloat16 with torch's ops, one thread); on AVX-512 CPUs torch's int4 op is
+vectorized for bfloat16 and a 4-bit model there may compute in bfloat16 while
+its dense original computes in float32. The reason string says which products
+measured what. The verdict is kept on disk per CPU, torch version, kernels,
+shape and format, like the dense policy's, so a model runs in the same dtype
+every time.
 """
 
 from __future__ import annotations
@@ -67,6 +70,21 @@ def product_seconds(dtype_name: str, in_f: int, out_f: int, bits: int | None = N
     return _median_seconds(lambda: torch.nn.functional.linear(x, w))
 
 
+def head_seconds(dtype_name: str, in_f: int, out_f: int) -> float:
+    """One row through the unquantized output head as a packed model runs it: in
+    float32 from its 16-bit weight on qdesk's kernel where there is one
+    (``native_kernels.use_sixteen_bit_products``), else a dense product in the dtype."""
+    from qdesk.core.packed import native
+
+    if dtype_name == "float32" and native.library() is not None:
+        from qdesk.core.packed.native_kernels import Dense16Linear
+
+        head = Dense16Linear(torch.randn(out_f, in_f).to(torch.bfloat16))
+        x = torch.randn(1, in_f)
+        return _median_seconds(lambda: head(x))
+    return product_seconds(dtype_name, in_f, out_f)
+
+
 def packed_step_seconds(dtype_name: str, shape: DecodeShape, bits: int, group: int) -> float:
     """A decode step's products on one thread: packed decoder Linears, dense head.
 
@@ -76,7 +94,7 @@ def packed_step_seconds(dtype_name: str, shape: DecodeShape, bits: int, group: i
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        total = product_seconds(dtype_name, d, vocab)
+        total = head_seconds(dtype_name, d, vocab)
         for in_f, out_f, n in linears:
             g = group if group == -1 or in_f % group == 0 else -1
             total += n * product_seconds(dtype_name, in_f, out_f, bits, g)
@@ -92,7 +110,10 @@ def packed_placement(shape: DecodeShape, bits: int, group: int, dtype: str | Non
         return Placement("cuda", dtype or "bfloat16", "as asked" if dtype else "CUDA: bf16")
     if dtype:
         return Placement("cpu", dtype, "as asked")
-    key = f"{_cpu_model()}|torch {torch.__version__}|{shape}|{bits}-bit g{group}"
+    from qdesk.core.packed import native
+
+    kernels = f"qdesk kernels {native.simd() or 'none'}"
+    key = f"{_cpu_model()}|torch {torch.__version__}|{kernels}|{shape}|{bits}-bit g{group}"
     cache = _read_cache()
     if key in cache:
         return Placement("cpu", cache[key]["dtype"], cache[key]["reason"] + " (kept from the first load)")

@@ -48,3 +48,18 @@ def write_rtn_checkpoint(model, tokenizer, out: Path, bits: int = 4, group: int 
     recipe = {"config": {"method": "rtn", "bits": bits, "group_size": group,
                          "symmetric": symmetric}, "parameters": model.num_parameters()}
     return write_checkpoint(model, tokenizer, records, Path(out), recipe)
+
+
+def best_kernel(bits: int, group: int, symmetric: bool = True, float_zero: bool = False,
+                dtype=torch.bfloat16, k: int = 64) -> str:
+    """The kernel QuantLinear picks on this CPU for such a weight (it depends on
+    the CPU: torch's int4 op where it is fast, qdesk's own kernel on AVX2)."""
+    from qdesk.core.packed import QuantLinear
+
+    g = group if group == -1 or k % group == 0 else -1
+    return QuantLinear(random_weight(32, k, bits, g, symmetric, float_zero), dtype=dtype).kernel
+
+
+def runtime_of(counts: dict[str, int]) -> str:
+    """The start of ``quantization.runtime`` for these kernel counts."""
+    return "packed (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))

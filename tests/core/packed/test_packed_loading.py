@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from families import demo_tokenizer, tiny_folder
-from packed_helpers import rtn_records, write_rtn_checkpoint
+from packed_helpers import best_kernel, rtn_records, runtime_of, write_rtn_checkpoint
 
 from qdesk.core.chat.hf_backend import HFBackend, HFBatch
 from qdesk.core.models import open_model
@@ -72,7 +72,8 @@ def test_families_load_packed_with_transformers_logits(tmp_path, tok, family):
     packed = open_model(str(ckpt), backend="hf", dtype="bfloat16")
     q = packed.facts.quantization
     n_linears = len(rtn_records(source, 4, 32, True))
-    assert q["runtime"] == f"packed ({n_linears} int4)" and q["packed_layers"] == n_linears
+    assert q["runtime"].startswith(runtime_of({best_kernel(4, 32): n_linears}))
+    assert q["packed_layers"] == n_linears
     layers = [m for m in packed.model.modules() if isinstance(m, QuantLinear)]
     assert len(layers) == n_linears and not any(
         isinstance(m, torch.nn.Linear) and m.weight.dim() == 2 and m.in_features == 64
@@ -81,27 +82,31 @@ def test_families_load_packed_with_transformers_logits(tmp_path, tok, family):
     _check_against_transformers(ckpt, packed)
     assert packed.facts.memory_bytes == packed.model.get_memory_footprint()
     # the decoder Linears: int4 codes and the op's scales, under half their bf16 size
-    held = sum(b.numel() * b.element_size() for m in layers for b in m.buffers())
+    buffers = {id(b): b for m in layers for b in m.buffers()}  # stacked siblings share theirs
+    held = sum(b.numel() * b.element_size() for b in buffers.values())
     dense = sum(m.weight.numel() * 2 for n, m in source.named_modules()
                 if isinstance(m, torch.nn.Linear) and "lm_head" not in n)
     assert held < 0.5 * dense
 
 
-@pytest.mark.parametrize("bits,group,symmetric,float_zero,kernel", [
-    (4, 64, False, False, "int4"),   # packed integer zero points
-    (3, -1, True, False, "int4"),    # per channel, 3-bit codes in 4-bit planes
-    (8, -1, True, False, "int8"),    # torch's int8 op
-    (8, 32, False, False, "int4"),   # two 4-bit planes
-    (4, 32, False, True, "int4"),    # HQQ's float zero (naive-quantized)
+@pytest.mark.parametrize("bits,group,symmetric,float_zero", [
+    (4, 64, False, False),   # packed integer zero points
+    (3, -1, True, False),    # per channel, 3-bit codes
+    (8, -1, True, False),    # per channel 8-bit (torch's int8 op where it is fast)
+    (8, 32, False, False),   # grouped 8-bit (two 4-bit planes for torch's int4 op)
+    (4, 32, False, True),    # HQQ's float zero (naive-quantized: never qdesk's kernel)
 ])
-def test_formats_load_packed(tmp_path, tok, bits, group, symmetric, float_zero, kernel):
+def test_formats_load_packed(tmp_path, tok, bits, group, symmetric, float_zero):
     source = _dense_source(tmp_path, "llama", seed=bits)
     ckpt = write_rtn_checkpoint(source, tok, tmp_path / "q", bits=bits, group=group,
                                 symmetric=symmetric, float_zero=float_zero)
     fmt = json.loads((ckpt / "config.json").read_text())["quantization_config"]["format"]
     assert fmt == ("naive-quantized" if float_zero else "pack-quantized")
     packed = open_model(str(ckpt), backend="hf", dtype="bfloat16")
-    assert packed.facts.quantization["runtime"] == f"packed (14 {kernel})"
+    kernel = best_kernel(bits, group, symmetric, float_zero)
+    assert packed.facts.quantization["runtime"].startswith(runtime_of({kernel: 14}))
+    if float_zero:
+        assert kernel != "native"
     _check_against_transformers(ckpt, packed)
 
 
@@ -111,7 +116,11 @@ def test_mixed_bits_in_one_checkpoint(tmp_path, tok):
     records.update({k: v for k, v in rtn_records(source, 8, -1, False).items() if "self_attn" in k})
     ckpt = write_rtn_checkpoint(source, tok, tmp_path / "q", records=records)
     packed = open_model(str(ckpt), backend="hf", dtype="bfloat16")
-    assert packed.facts.quantization["runtime"] == "packed (6 int4, 8 int8)"
+    a, b = best_kernel(4, 32), best_kernel(8, -1, symmetric=False)
+    counts = {a: 6} if a == b else {a: 6, b: 8}
+    if a == b:
+        counts[a] += 8
+    assert packed.facts.quantization["runtime"].startswith(runtime_of(counts))
     _check_against_transformers(ckpt, packed)
 
 
@@ -121,7 +130,7 @@ def test_a_checkpoint_from_elsewhere_loads_packed_too(tmp_path, tok):
     (ckpt / "qdesk.json").unlink()  # a compressed-tensors folder, e.g. from llm-compressor
     packed = open_model(str(ckpt), backend="hf", dtype="bfloat16")
     assert packed.facts.source == "hf"
-    assert packed.facts.quantization["runtime"] == "packed (14 int4)"
+    assert packed.facts.quantization["runtime"].startswith(runtime_of({best_kernel(4, 64): 14}))
 
 
 def test_what_the_loader_does_not_take_loads_dense_and_says_why(tmp_path, tok, caplog):
@@ -199,3 +208,116 @@ def test_config_groups_the_loader_does_not_take(tmp_path, tok, caplog, change, r
     with caplog.at_level(logging.INFO, logger="qdesk.core.packed.loading"):
         assert plan_packed_load(*args) is None
     assert any(reason in r.message for r in caplog.records), [r.message for r in caplog.records]
+
+
+def _bf16_exact_source(tmp_path, seed):
+    """A tiny llama whose weights are bfloat16 values (as a real checkpoint's):
+    the writer then stores its embedding in 16 bits."""
+    source = _dense_source(tmp_path, "llama", seed=seed)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.copy_(p.to(torch.bfloat16).float())
+    return source
+
+
+def _load_unstacked(monkeypatch, ckpt):
+    from qdesk.core.packed import loading
+
+    with monkeypatch.context() as m:
+        m.setattr(loading, "fuse_siblings", lambda model: 0)
+        return open_model(str(ckpt), backend="hf", dtype="float32")
+
+
+def test_float32_runs_on_qdesks_kernel_with_a_16bit_head(tmp_path, tok, monkeypatch):
+    from qdesk.core.packed import native
+    from qdesk.core.packed.native_kernels import Dense16Linear
+
+    if native.library() is None:
+        pytest.skip(f"qdesk's CPU kernels: {native.why_not()}")
+    source = _bf16_exact_source(tmp_path, seed=8)
+    ckpt = write_rtn_checkpoint(source, tok, tmp_path / "q", bits=4, group=32)
+    packed = open_model(str(ckpt), backend="hf", dtype="float32")
+    runtime = packed.facts.quantization["runtime"]
+    assert runtime == ("packed (14 native; 4 sibling sets stacked; "
+                       "model.embed_tokens, lm_head 16-bit)"), runtime
+    model = packed.model
+    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert isinstance(model.lm_head, Dense16Linear)
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied, one copy
+    assert model.model.norm.weight.dtype == torch.float32
+    # transformers' dense float32 load of the same checkpoint: float32 rounding apart
+    exact = HFBackend(_transformers_load(ckpt, torch.float32), None, "f32", 512)
+    want, path = _decode(exact)
+    got, _ = _decode(packed.backend, path)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    assert packed.facts.memory_bytes == model.get_memory_footprint()
+    assert packed.facts.memory_bytes < 0.5 * exact.model.get_memory_footprint()
+    # stacked q/k/v and gate/up compute each row as the separate layers do: bit for bit
+    alone = _load_unstacked(monkeypatch, ckpt)
+    assert "stacked" not in alone.facts.quantization["runtime"]
+    same, _ = _decode(alone.backend, path)
+    assert np.array_equal(got, same)
+    # two rows at a time (the live scorer's batched step), through both
+    for backend in (packed.backend, alone.backend):
+        backend.prefill(PROMPT[:9])
+    forks = [packed.backend.fork(), alone.backend.fork()]
+    for f in forks:
+        f.prefill(PROMPT[:12])
+    rows = [HFBatch([b, f]).step([5, 6]) for b, f in zip((packed.backend, alone.backend), forks)]
+    assert all(np.array_equal(a, b) for a, b in zip(*rows))
+
+
+def test_a_stacked_sibling_fed_another_input_computes_its_own(tmp_path, tok, monkeypatch):
+    from qdesk.core.packed import native
+
+    if native.library() is None:
+        pytest.skip(f"qdesk's CPU kernels: {native.why_not()}")
+    source = _bf16_exact_source(tmp_path, seed=9)
+    ckpt = write_rtn_checkpoint(source, tok, tmp_path / "q", bits=4, group=32)
+    stacked = open_model(str(ckpt), backend="hf", dtype="float32").model.model.layers[0].self_attn
+    alone = _load_unstacked(monkeypatch, ckpt).model.model.layers[0].self_attn
+    g = torch.Generator().manual_seed(0)
+    h1, h2 = torch.randn(1, 1, 64, generator=g), torch.randn(1, 1, 64, generator=g)
+    with torch.inference_mode():
+        q = stacked.q_proj(h1)
+        k = stacked.k_proj(h2)  # not the tensor q_proj saw
+        v = stacked.v_proj(h1)
+        assert torch.equal(q, alone.q_proj(h1))
+        assert torch.equal(k, alone.k_proj(h2))
+        assert torch.equal(v, alone.v_proj(h1))
+        # the same input changed in place between members is computed again
+        q = stacked.q_proj(h1)
+        h1.mul_(2)
+        assert torch.equal(stacked.k_proj(h1), alone.k_proj(h1))
+
+
+def test_threads_stepping_one_packed_model_get_their_own_rows(tmp_path, tok):
+    import threading
+
+    from qdesk.core.packed import native
+
+    if native.library() is None:
+        pytest.skip(f"qdesk's CPU kernels: {native.why_not()}")
+    source = _bf16_exact_source(tmp_path, seed=10)
+    ckpt = write_rtn_checkpoint(source, tok, tmp_path / "q", bits=4, group=32)
+    packed = open_model(str(ckpt), backend="hf", dtype="float32")
+    prompts = [PROMPT[:20], PROMPT[40:70]]
+    want = [_decode_from(packed.backend.fork(), p) for p in prompts]  # one after the other
+    got = [None, None]
+
+    def work(i):
+        got[i] = _decode_from(packed.backend.fork(), prompts[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+def _decode_from(backend, prompt, steps=12):
+    rows = [backend.prefill(prompt)]
+    for i in range(steps):
+        rows.append(backend.feed([100 + i]))
+    return np.stack(rows)

@@ -1,0 +1,132 @@
+"""One kernel call for the Linears that read the same input (q/k/v, gate/up).
+
+A decoder layer multiplies one hidden state by q_proj, k_proj and v_proj, and
+another by gate_proj and up_proj. On qdesk's CPU kernel each call costs a
+fixed few microseconds (Python, ctypes, a thread team) and a small layer
+(the demo's k_proj: 576 x 192) is too small to share between threads; stacked
+into one weight the three are one call over 960 rows. ``fuse_siblings`` stacks
+the weights of such a set (same width, code width, group, scale dtype, zero
+points or none) into one ``NativeCodes`` and gives each member a ``run`` that
+takes its rows of the stacked product. The first member called with an input
+computes the product for all of them; the others, called with that very tensor
+(the same object, unchanged since), take their rows; any other input (a model
+that feeds them differently) computes the stacked product again, so the
+result is always right, only slower. The members' own weights are dropped: the
+stacked ones are the only copy (``RowsOf`` gives each member its rows back).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import nn
+
+from qdesk.core.packed.native_kernels import NativeCodes
+
+# Sets of sibling Linears that a decoder layer applies to one input, by name.
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+class _Stacked:
+    """The stacked product of one input, handed out part by part. Each thread
+    keeps its own (a scorer may step the same model in its own thread)."""
+
+    def __init__(self, impl: NativeCodes, sizes: list[int]) -> None:
+        self.impl, self.sizes = impl, sizes
+        self.local = threading.local()
+
+    def part(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        state = self.local
+        key = (x, _version(x))
+        parts = getattr(state, "parts", None)
+        if parts is None or state.key[0] is not x or state.key[1] != key[1] or parts[i] is None:
+            y = self.impl.run(x)
+            parts = list(y.split(self.sizes, dim=-1))
+            if y.numel() != y.shape[-1]:  # several rows: a part's rows are strided
+                parts = [p.contiguous() for p in parts]
+            state.parts, state.key = parts, key
+        out, parts[i] = parts[i], None
+        if all(p is None for p in parts):
+            state.parts = state.key = None  # hold no tensor past the last member
+        return out
+
+
+def _version(x: torch.Tensor) -> int:
+    """The tensor's in-place change counter; inference tensors keep none (inside
+    inference mode nothing between the members' calls changes their input)."""
+    return -1 if x.is_inference() else x._version
+
+
+def _stackable(layers: list) -> bool:
+    impls = [getattr(layer, "impl", None) for layer in layers]
+    if not all(isinstance(i, NativeCodes) for i in impls):
+        return False
+    first = impls[0]
+    return all(
+        i.in_features == first.in_features and i.code_bits == first.code_bits
+        and i.group == first.group and i.offset == first.offset
+        and i.scale.dtype == first.scale.dtype
+        and (i.zero is None) == (first.zero is None) and not layer.has_bias
+        for i, layer in zip(impls, layers)
+    )
+
+
+def _stack(impls: list[NativeCodes]) -> NativeCodes:
+    fused = NativeCodes.__new__(NativeCodes)
+    nn.Module.__init__(fused)
+    first = impls[0]
+    for attr in ("lib", "in_features", "group", "code_bits", "offset", "kind", "_gemm"):
+        setattr(fused, attr, getattr(first, attr))
+    fused.out_features = sum(i.out_features for i in impls)
+    fused.register_buffer("codes", torch.cat([i.codes for i in impls]))
+    fused.register_buffer("scale", torch.cat([i.scale for i in impls]))
+    fused.register_buffer("zero", None if first.zero is None
+                          else torch.cat([i.zero for i in impls]))
+    fused._bind()
+    return fused
+
+
+def fuse_siblings(model: nn.Module) -> int:
+    """Stack every sibling set (``SIBLINGS``) whose members all run on qdesk's CPU
+    kernel in a compatible format. Returns how many sets were stacked."""
+    count = 0
+    for parent in list(model.modules()):
+        for names in SIBLINGS:
+            layers = [getattr(parent, n, None) for n in names]
+            if any(layer is None for layer in layers) or not _stackable(layers):
+                continue
+            impls = [layer.impl for layer in layers]
+            stacked = _Stacked(_stack(impls), [i.out_features for i in impls])
+            start = 0
+            for index, (layer, impl) in enumerate(zip(layers, impls)):
+                layer.impl = RowsOf(stacked.impl, start, start + impl.out_features)
+                layer.run = _member_run(stacked, index)
+                start += impl.out_features
+            count += 1
+    return count
+
+
+class RowsOf(nn.Module):
+    """A member's view of the stacked weight: rows ``start:stop`` of ``source``
+    (one module shared by the set, so its buffers count once)."""
+
+    name = "native"
+    stacked = True
+
+    def __init__(self, source: NativeCodes, start: int, stop: int) -> None:
+        super().__init__()
+        self.source, self.start, self.stop = source, start, stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.source.run(x)[..., self.start:self.stop]
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return self.source.dequantize(dtype)[self.start:self.stop].clone()
+
+
+def _member_run(stacked: _Stacked, index: int):
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return stacked.part(index, x)
+
+    return run

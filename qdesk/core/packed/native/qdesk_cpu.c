@@ -1,0 +1,418 @@
+/*
+ * qdesk's CPU kernels for weights kept in few bits: matrix times a few vectors.
+ *
+ * torch's own int4/int8 CPU ops are vectorized for AVX-512 and bfloat16
+ * activations; on an AVX2 CPU (most desktops) they run no faster than a dense
+ * float32 product. These kernels read the weights in their stored width and
+ * multiply in float32 with the checkpoint's exact weights.
+ *
+ * Layout (one weight matrix, N output rows by K input columns, groups of G
+ * consecutive columns, K % 16 == 0, G % 16 == 0, K % G == 0):
+ *
+ *   u4:    uint8 (N, K/2). Per row, columns in blocks of 16: byte j of a block
+ *          holds column j in its low nibble and column j + 8 in its high one.
+ *   i8:    int8 (N, K), one signed code a byte.
+ *   w16:   uint16 (N, K), a dense bfloat16 or float16 weight (no scale).
+ *   scale: (N, K/G) float32, bfloat16 or float16 (scale_kind 0, 1, 2).
+ *   zero:  (N, K/G) float32 holding integers, or NULL (symmetric).
+ *
+ *   w[n, k] = scale[n, g] * (u[n, k] - o - zero[n, g]), o the caller's offset: 2^(b-1)
+ *   for b-bit codes stored unsigned in nibbles (u = q + o), 0 for signed bytes.
+ *
+ * y[m, n] = sum_k w[n, k] x[m, k], x float32 (M, K), y float32 (M, N). Per
+ * group w = s * u + c with c = -(o + zero) * s, exact in float32 (a scale of
+ * at most 11 significant bits times an integer below 2^9); c's share is c
+ * times the group's sum of x, so the inner loop only converts codes and
+ * multiplies. Sums run in float32 in another order than a dense product's:
+ * the difference is float32 rounding.
+ *
+ * Threads: OpenMP over output rows (the process's one libgomp, shared with
+ * torch), only for layers large enough to pay for a team.
+ */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define QD_AVX2 1
+#else
+#define QD_AVX2 0
+#endif
+
+#define QD_ABI 2
+#define PARALLEL_FROM 262144 /* weights; a smaller layer runs on the calling thread */
+#define MAX_M 4              /* activation rows per pass over the weights */
+
+int qd_abi(void) { return QD_ABI; }
+int qd_simd(void) { return QD_AVX2 ? 2 : 0; }
+
+static int team_size(int64_t n, int64_t k, int threads) {
+    return (threads < 1 || n * k < PARALLEL_FROM) ? 1 : threads;
+}
+
+static inline float bf16_value(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static float f16_value(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
+    if (exp == 0 && man == 0) {
+        bits = sign;
+    } else if (exp == 0) { /* subnormal: normalize */
+        int e = 0;
+        while (!(man & 1024)) { man <<= 1; e++; }
+        bits = sign | ((uint32_t)(113 - e) << 23) | ((man & 1023) << 13);
+    } else if (exp == 31) {
+        bits = sign | 0x7F800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline float scale_at(const void *scale, int kind, int64_t i) {
+    if (kind == 1) return bf16_value(((const uint16_t *)scale)[i]);
+    if (kind == 2) return f16_value(((const uint16_t *)scale)[i]);
+    return ((const float *)scale)[i];
+}
+
+/* xs[m * ng + j]: each group's sum of x (the constants' share). */
+static void group_sums(const float *x, int64_t m_rows, int64_t k, int64_t g, float *xs) {
+    int64_t ng = k / g;
+    for (int64_t m = 0; m < m_rows; m++)
+        for (int64_t j = 0; j < ng; j++) {
+            const float *p = x + m * k + j * g;
+            float s = 0.f;
+            for (int64_t i = 0; i < g; i++) s += p[i];
+            xs[m * ng + j] = s;
+        }
+}
+
+static inline int code4(const uint8_t *row, int64_t k) {
+    uint8_t b = row[(k >> 4) * 8 + (k & 7)];
+    return (k & 8) ? (b >> 4) : (b & 15);
+}
+
+#if QD_AVX2
+static inline float hsum(__m256 v) {
+    __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+#endif
+
+/* The sum over one group of u times x, for mc (<= MAX_M) rows of x. */
+static inline void group_dot(int bits, const uint8_t *p, int64_t g, const float *x, int64_t k,
+                             int64_t mc, float *out) {
+#if QD_AVX2
+    __m256 part[MAX_M];
+    for (int64_t m = 0; m < mc; m++) part[m] = _mm256_setzero_ps();
+    if (bits == 4) {
+        const __m256i low = _mm256_set1_epi32(15);
+        for (int64_t b = 0; b < g; b += 16, p += 8) {
+            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+            __m256 lo = _mm256_cvtepi32_ps(_mm256_and_si256(v, low));
+            __m256 hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
+            for (int64_t m = 0; m < mc; m++) {
+                part[m] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x + m * k + b), part[m]);
+                part[m] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + m * k + b + 8), part[m]);
+            }
+        }
+    } else {
+        for (int64_t b = 0; b < g; b += 8) {
+            __m256 w = _mm256_cvtepi32_ps(
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + b))));
+            for (int64_t m = 0; m < mc; m++)
+                part[m] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + m * k + b), part[m]);
+        }
+    }
+    for (int64_t m = 0; m < mc; m++) out[m] = hsum(part[m]);
+#else
+    for (int64_t m = 0; m < mc; m++) {
+        float sum = 0.f;
+        for (int64_t i = 0; i < g; i++)
+            sum += (float)(bits == 4 ? code4(p, i) : (int8_t)p[i]) * x[m * k + i];
+        out[m] = sum;
+    }
+#endif
+}
+
+/* One output row r against mc rows of x. */
+static void row_codes(int bits, const uint8_t *codes, const void *scale, int kind,
+                      const float *zero, float offset, int64_t r, int64_t k, int64_t g, const float *x,
+                      const float *xs, int64_t mc, float *y, int64_t n) {
+    int64_t ng = k / g, stride = bits == 4 ? k / 2 : k;
+    float total[MAX_M] = {0}, dot[MAX_M];
+    for (int64_t j = 0; j < ng; j++) {
+        float s = scale_at(scale, kind, r * ng + j);
+        float c = -(offset + (zero ? zero[r * ng + j] : 0.f)) * s;
+        group_dot(bits, codes + r * stride + (bits == 4 ? j * g / 2 : j * g), g, x + j * g, k, mc, dot);
+        for (int64_t m = 0; m < mc; m++) total[m] += s * dot[m] + c * xs[m * ng + j];
+    }
+    for (int64_t m = 0; m < mc; m++) y[m * n + r] = total[m];
+}
+
+#if QD_AVX2
+/* Four output rows of 4-bit codes against one row of x: each x vector loaded once. */
+static void rows4_u4(const uint8_t *codes, const void *scale, int kind, const float *zero,
+                     float offset, int64_t n0, int64_t k, int64_t g, const float *x, const float *xs, float *y) {
+    int64_t ng = k / g, stride = k / 2;
+    const __m256i low = _mm256_set1_epi32(15);
+    const uint8_t *r0 = codes + n0 * stride, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    float t[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int64_t j = 0; j < ng; j++) {
+        __m256 p0 = _mm256_setzero_ps(), p1 = p0, p2 = p0, p3 = p0;
+        int64_t off = j * g / 2;
+        const float *xj = x + j * g;
+        for (int64_t b = 0; b < g; b += 16, off += 8) {
+            __m256 xl = _mm256_loadu_ps(xj + b), xh = _mm256_loadu_ps(xj + b + 8);
+#define QD_ROW(r, p)                                                                   \
+    {                                                                                  \
+        __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(r + off))); \
+        p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low)), xl, p);      \
+        p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), xh, p);       \
+    }
+            QD_ROW(r0, p0) QD_ROW(r1, p1) QD_ROW(r2, p2) QD_ROW(r3, p3)
+#undef QD_ROW
+        }
+        float s[4], c[4];
+        for (int i = 0; i < 4; i++) {
+            int64_t at = (n0 + i) * ng + j;
+            s[i] = scale_at(scale, kind, at);
+            c[i] = -(offset + (zero ? zero[at] : 0.f)) * s[i];
+            t[i] += c[i] * xs[j];
+        }
+        a0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(s[0]), a0);
+        a1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(s[1]), a1);
+        a2 = _mm256_fmadd_ps(p2, _mm256_set1_ps(s[2]), a2);
+        a3 = _mm256_fmadd_ps(p3, _mm256_set1_ps(s[3]), a3);
+    }
+    y[n0] = hsum(a0) + t[0];
+    y[n0 + 1] = hsum(a1) + t[1];
+    y[n0 + 2] = hsum(a2) + t[2];
+    y[n0 + 3] = hsum(a3) + t[3];
+}
+#endif
+
+#if QD_AVX2
+/* Two output rows of 4-bit codes against MC (2..4) rows of x: each converted
+ * code vector is used MC times. One function per MC so the accumulators stay
+ * in registers. */
+#define QD_ROWS2(MC)                                                                        \
+    static void rows2_u4_m##MC(const uint8_t *codes, const void *scale, int kind,          \
+                               const float *zero, float offset, int64_t n0, int64_t k,     \
+                               int64_t g,                                                  \
+                               const float *x, const float *xs, float *y, int64_t n) {     \
+        int64_t ng = k / g, stride = k / 2;                                                \
+        const __m256i low = _mm256_set1_epi32(15);                                         \
+        const uint8_t *r0 = codes + n0 * stride, *r1 = r0 + stride;                        \
+        __m256 a0[MC], a1[MC];                                                             \
+        float t0[MC], t1[MC];                                                              \
+        for (int m = 0; m < MC; m++) {                                                     \
+            a0[m] = a1[m] = _mm256_setzero_ps();                                           \
+            t0[m] = t1[m] = 0.f;                                                           \
+        }                                                                                  \
+        for (int64_t j = 0; j < ng; j++) {                                                 \
+            __m256 p0[MC], p1[MC];                                                         \
+            for (int m = 0; m < MC; m++) p0[m] = p1[m] = _mm256_setzero_ps();              \
+            int64_t off = j * g / 2;                                                       \
+            for (int64_t b = 0; b < g; b += 16, off += 8) {                                \
+                __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(r0 + off))); \
+                __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(r1 + off))); \
+                __m256 l0 = _mm256_cvtepi32_ps(_mm256_and_si256(v0, low));                 \
+                __m256 h0 = _mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4));                  \
+                __m256 l1 = _mm256_cvtepi32_ps(_mm256_and_si256(v1, low));                 \
+                __m256 h1 = _mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4));                  \
+                for (int m = 0; m < MC; m++) {                                             \
+                    const float *xm = x + m * k + j * g + b;                               \
+                    __m256 xl = _mm256_loadu_ps(xm), xh = _mm256_loadu_ps(xm + 8);         \
+                    p0[m] = _mm256_fmadd_ps(h0, xh, _mm256_fmadd_ps(l0, xl, p0[m]));       \
+                    p1[m] = _mm256_fmadd_ps(h1, xh, _mm256_fmadd_ps(l1, xl, p1[m]));       \
+                }                                                                          \
+            }                                                                              \
+            int64_t at0 = n0 * ng + j, at1 = at0 + ng;                                     \
+            float s0 = scale_at(scale, kind, at0), s1 = scale_at(scale, kind, at1);        \
+            float c0 = -(offset + (zero ? zero[at0] : 0.f)) * s0;                          \
+            float c1 = -(offset + (zero ? zero[at1] : 0.f)) * s1;                          \
+            __m256 sv0 = _mm256_set1_ps(s0), sv1 = _mm256_set1_ps(s1);                     \
+            for (int m = 0; m < MC; m++) {                                                 \
+                a0[m] = _mm256_fmadd_ps(p0[m], sv0, a0[m]);                                \
+                a1[m] = _mm256_fmadd_ps(p1[m], sv1, a1[m]);                                \
+                t0[m] += c0 * xs[m * ng + j];                                              \
+                t1[m] += c1 * xs[m * ng + j];                                              \
+            }                                                                              \
+        }                                                                                  \
+        for (int m = 0; m < MC; m++) {                                                     \
+            y[m * n + n0] = hsum(a0[m]) + t0[m];                                           \
+            y[m * n + n0 + 1] = hsum(a1[m]) + t1[m];                                       \
+        }                                                                                  \
+    }
+QD_ROWS2(2)
+QD_ROWS2(3)
+QD_ROWS2(4)
+#undef QD_ROWS2
+
+typedef void (*rows2_fn)(const uint8_t *, const void *, int, const float *, float, int64_t,
+                         int64_t, int64_t, const float *, const float *, float *, int64_t);
+static const rows2_fn ROWS2[5] = {0, 0, rows2_u4_m2, rows2_u4_m3, rows2_u4_m4};
+#endif
+
+/* y (M, N) = x (M, K) times the (N, K) weight of codes in ``bits``-bit containers
+ * (4: unsigned nibbles, 8: signed bytes). */
+void qd_gemm_codes(int bits, const uint8_t *codes, const void *scale, int kind, const float *zero,
+                   float offset, int64_t n, int64_t k, int64_t g, const float *x, int64_t m_rows, float *y,
+                   int threads) {
+    int64_t ng = k / g;
+    float *xs = (float *)malloc(sizeof(float) * (size_t)(m_rows * ng));
+    if (!xs) return;
+    group_sums(x, m_rows, k, g, xs);
+    int team = team_size(n, k, threads);
+    (void)team; /* unused without OpenMP */
+    for (int64_t m0 = 0; m0 < m_rows; m0 += MAX_M) {
+        int64_t mc = m_rows - m0 < MAX_M ? m_rows - m0 : MAX_M;
+        const float *xm = x + m0 * k, *xsm = xs + m0 * ng;
+        float *ym = y + m0 * n;
+#if QD_AVX2
+        if (mc == 1 && bits == 4) {
+            int64_t blocks = n / 4;
+#pragma omp parallel for num_threads(team) schedule(static)
+            for (int64_t bi = 0; bi < blocks; bi++)
+                rows4_u4(codes, scale, kind, zero, offset, bi * 4, k, g, xm, xsm, ym);
+            for (int64_t r = blocks * 4; r < n; r++)
+                row_codes(bits, codes, scale, kind, zero, offset, r, k, g, xm, xsm, 1, ym, n);
+            continue;
+        }
+        if (bits == 4) {
+            int64_t pairs = n / 2;
+            rows2_fn fn = ROWS2[mc];
+#pragma omp parallel for num_threads(team) schedule(static)
+            for (int64_t pi = 0; pi < pairs; pi++)
+                fn(codes, scale, kind, zero, offset, pi * 2, k, g, xm, xsm, ym, n);
+            for (int64_t r = pairs * 2; r < n; r++)
+                row_codes(bits, codes, scale, kind, zero, offset, r, k, g, xm, xsm, mc, ym, n);
+            continue;
+        }
+#endif
+#pragma omp parallel for num_threads(team) schedule(static)
+        for (int64_t r = 0; r < n; r++)
+            row_codes(bits, codes, scale, kind, zero, offset, r, k, g, xm, xsm, mc, ym, n);
+    }
+    free(xs);
+}
+
+/* The weight itself, float32 (N, K): for prefills, which go through a dense product. */
+void qd_dequant_codes(int bits, const uint8_t *codes, const void *scale, int kind,
+                      const float *zero, float offset, int64_t n, int64_t k, int64_t g, float *out, int threads) {
+    int64_t ng = k / g, stride = bits == 4 ? k / 2 : k;
+    (void)threads; /* unused without OpenMP */
+#pragma omp parallel for num_threads(team_size(n, k, threads)) schedule(static)
+    for (int64_t r = 0; r < n; r++) {
+        const uint8_t *row = codes + r * stride;
+        float *o = out + r * k;
+        for (int64_t j = 0; j < ng; j++) {
+            float s = scale_at(scale, kind, r * ng + j);
+            float c = -(offset + (zero ? zero[r * ng + j] : 0.f)) * s;
+            int64_t i = j * g;
+#if QD_AVX2
+            __m256 sv = _mm256_set1_ps(s), cv = _mm256_set1_ps(c);
+            if (bits == 4) {
+                const __m256i low = _mm256_set1_epi32(15);
+                for (; i < (j + 1) * g; i += 16) {
+                    __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + i / 2)));
+                    /* s * u + c: exact (see the top of this file), so an FMA rounds alike */
+                    _mm256_storeu_ps(o + i, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low)), sv, cv));
+                    _mm256_storeu_ps(o + i + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), sv, cv));
+                }
+            } else {
+                for (; i < (j + 1) * g; i += 8) {
+                    __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + i)));
+                    _mm256_storeu_ps(o + i, _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), sv, cv));
+                }
+            }
+#endif
+            for (; i < (j + 1) * g; i++)
+                o[i] = s * (float)(bits == 4 ? code4(row, i) : (int8_t)row[i]) + c;
+        }
+    }
+}
+
+/* ---- dense 16-bit weights (an unquantized output head kept in 16 bits) --- */
+
+/* kind 1: bfloat16, 2: float16 (as scale_kind). */
+static void row_w16(const uint16_t *row, int kind, int64_t k, const float *x, int64_t mc,
+                    float *y, int64_t n) {
+#if QD_AVX2
+    __m256 acc[MAX_M];
+    for (int64_t m = 0; m < mc; m++) acc[m] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < k; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(row + i));
+        __m256 w = kind == 1 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                             : _mm256_cvtph_ps(h);
+        for (int64_t m = 0; m < mc; m++)
+            acc[m] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + m * k + i), acc[m]);
+    }
+    for (int64_t m = 0; m < mc; m++) y[m * n] = hsum(acc[m]);
+#else
+    for (int64_t m = 0; m < mc; m++) {
+        float total = 0.f;
+        for (int64_t i = 0; i < k; i++) total += scale_at(row, kind, i) * x[m * k + i];
+        y[m * n] = total;
+    }
+#endif
+}
+
+#if QD_AVX2
+static void rows4_w16(const uint16_t *w, int kind, int64_t n0, int64_t k, const float *x, float *y) {
+    const uint16_t *r0 = w + n0 * k, *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = 0; i < k; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i);
+#define QD_W(r, a)                                                                           \
+    {                                                                                        \
+        __m128i h = _mm_loadu_si128((const __m128i *)(r + i));                               \
+        __m256 wv = kind == 1                                                                \
+            ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))           \
+            : _mm256_cvtph_ps(h);                                                            \
+        a = _mm256_fmadd_ps(wv, xv, a);                                                      \
+    }
+        QD_W(r0, a0) QD_W(r1, a1) QD_W(r2, a2) QD_W(r3, a3)
+#undef QD_W
+    }
+    y[n0] = hsum(a0);
+    y[n0 + 1] = hsum(a1);
+    y[n0 + 2] = hsum(a2);
+    y[n0 + 3] = hsum(a3);
+}
+#endif
+
+/* y (M, N) = x (M, K) times a dense 16-bit (N, K) weight; K % 8 == 0. */
+void qd_gemm_w16(const uint16_t *w, int kind, int64_t n, int64_t k, const float *x, int64_t m_rows,
+                 float *y, int threads) {
+    int team = team_size(n, k, threads);
+    (void)team; /* unused without OpenMP */
+    for (int64_t m0 = 0; m0 < m_rows; m0 += MAX_M) {
+        int64_t mc = m_rows - m0 < MAX_M ? m_rows - m0 : MAX_M;
+        const float *xm = x + m0 * k;
+        float *ym = y + m0 * n;
+#if QD_AVX2
+        if (mc == 1) {
+            int64_t blocks = n / 4;
+#pragma omp parallel for num_threads(team) schedule(static)
+            for (int64_t bi = 0; bi < blocks; bi++) rows4_w16(w, kind, bi * 4, k, xm, ym);
+            for (int64_t r = blocks * 4; r < n; r++) row_w16(w + r * k, kind, k, xm, 1, ym + r, n);
+            continue;
+        }
+#endif
+#pragma omp parallel for num_threads(team) schedule(static)
+        for (int64_t r = 0; r < n; r++) row_w16(w + r * k, kind, k, xm, mc, ym + r, n);
+    }
+}

@@ -1,0 +1,146 @@
+"""qdesk's own CPU kernels (qdesk/core/packed/native): the weight they hold is the
+checkpoint's bit for bit, their products are float32 sums of it, the portable
+build agrees with the vectorized one, and a machine without them falls back."""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+import torch
+from packed_helpers import random_weight
+from torch.testing import assert_close
+
+from qdesk.core.packed import NotExact, QuantLinear, native
+from qdesk.core.packed.native_kernels import (
+    DENSE_FROM_ROWS,
+    Dense16Linear,
+    NativeCodes,
+    pack_nibbles,
+    unpack_nibbles,
+)
+
+pytestmark = pytest.mark.skipif(native.library() is None,
+                                reason=f"qdesk's CPU kernels: {native.why_not()}")
+
+
+def _worst(y, x, w) -> float:
+    """The largest error of y against x W^T in units of |x| |W|^T (each
+    output's rounding scale)."""
+    ref = x.to(torch.float64) @ w.t()
+    bound = x.abs().to(torch.float64) @ w.abs().t()
+    return float(((y.to(torch.float64) - ref).abs() / (bound + 1e-30)).max())
+
+
+def test_nibbles_round_trip():
+    u = torch.randint(0, 16, (7, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    packed = pack_nibbles(u)
+    assert packed.shape == (7, 32)
+    assert torch.equal(unpack_nibbles(packed), u)
+    # byte j of a block of 16 columns: column j low, column j + 8 high
+    assert int(packed[0, 0]) == int(u[0, 0]) | int(u[0, 8]) << 4
+
+
+@pytest.mark.parametrize("bits", [8, 5, 4, 3, 2])
+@pytest.mark.parametrize("group", [-1, 16, 32, 64])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_the_weight_is_the_checkpoints_and_products_round_like_float32(bits, group, symmetric):
+    n, k = 100, 192  # 100 rows: not a multiple of the kernel's four
+    qw = random_weight(n, k, bits, group, symmetric, seed=bits * 100 + max(group, 0))
+    exact = qw.dequantize(torch.float64)
+    layer = NativeCodes(qw, torch.float32)
+    assert layer.code_bits == (4 if bits <= 4 else 8)
+    assert_close(layer.dequantize(torch.float64), exact, rtol=0, atol=0)
+    g = torch.Generator().manual_seed(k)
+    for rows in (1, 2, 3, 4, 5, 9, DENSE_FROM_ROWS):  # every kernel path, then the dense one
+        x = torch.randn(rows, k, generator=g)
+        y = layer(x)
+        assert y.dtype == torch.float32 and y.shape == (rows, n)
+        assert _worst(y, x, exact) <= 1e-6, rows
+
+
+def test_bfloat16_activations_and_leading_dimensions():
+    qw = random_weight(64, 128, 4, 32, True)
+    exact = qw.dequantize(torch.float64)
+    layer = QuantLinear(qw, dtype=torch.bfloat16, kernel="native")
+    x = torch.randn(2, 3, 128).to(torch.bfloat16)
+    y = layer(x)
+    assert y.dtype == torch.bfloat16 and y.shape == (2, 3, 64)
+    # one rounding of the float32 result to bfloat16 (2^-8), as a bf16 matmul's output
+    assert _worst(y.reshape(-1, 64), x.reshape(-1, 128), exact) <= 2**-8
+    bias = torch.randn(64)
+    with_bias = QuantLinear(qw, bias, dtype=torch.float32, kernel="native")
+    x32 = x.float()
+    assert _worst(with_bias(x32).reshape(-1, 64) - bias, x32.reshape(-1, 128), exact) <= 1e-6
+
+
+def test_what_it_cannot_hold_exactly_is_refused_and_quantlinear_falls_back():
+    fz = random_weight(64, 128, 4, 32, False, float_zero=True)
+    with pytest.raises(NotExact, match="float zero"):
+        NativeCodes(fz, torch.float32)
+    layer = QuantLinear(fz, dtype=torch.float32)
+    assert layer.kernel != "native" and any("float zero" in r for r in layer.skipped)
+    with pytest.raises(NotExact, match="divisible by 16"):
+        NativeCodes(random_weight(64, 72, 4, -1, True), torch.float32)
+
+
+def test_the_weight_stays_in_the_checkpoints_width():
+    qw = random_weight(1024, 1024, 4, 64, True)
+    layer = NativeCodes(qw, torch.float32)
+    held = sum(b.numel() * b.element_size() for b in layer.buffers())
+    assert held == 1024 * 1024 // 2 + 1024 * (1024 // 64) * 2  # 4-bit codes, bf16 scales
+    asym = NativeCodes(random_weight(1024, 1024, 4, 64, False), torch.float32)
+    assert sum(b.numel() * b.element_size() for b in asym.buffers()) == held + 1024 * 16 * 4
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_16bit_weight_multiplies_in_float32(dtype):
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(96, 64, generator=g).to(dtype)
+    layer = Dense16Linear(w, torch.randn(96, generator=g))
+    for rows in (1, 2, 5, DENSE_FROM_ROWS):
+        x = torch.randn(rows, 64, generator=g)
+        y = layer(x) - layer.bias
+        assert _worst(y, x, w.to(torch.float64)) <= 1e-6
+
+
+def test_the_portable_build_agrees_with_the_vectorized_one(tmp_path):
+    """The C loops a CPU without AVX2 runs, built here without the vector flags."""
+    if native.simd() != "avx2":
+        pytest.skip("this machine runs the portable build already")
+    cc = native._compiler()
+    out = tmp_path / "portable.so"
+    native._build(cc, ["-O2", "-shared", "-fPIC", "-std=c99"], out)
+    lib = native._declare(ctypes.CDLL(str(out)))
+    assert lib.qd_simd() == 0
+    for bits, group, symmetric in ((4, 32, True), (4, 64, False), (8, -1, False)):
+        qw = random_weight(36, 128, bits, group, symmetric, seed=bits)
+        layer = NativeCodes(qw, torch.float32)
+        for rows in (1, 3):
+            x = torch.randn(rows, 128, generator=torch.Generator().manual_seed(rows))
+            y = torch.empty(rows, 36)
+            lib.qd_gemm_codes(*layer._fixed, x.data_ptr(), rows, y.data_ptr(), 1)
+            assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
+    w = torch.randn(12, 64).to(torch.bfloat16)
+    x = torch.randn(1, 64)
+    y = torch.empty(1, 12)
+    lib.qd_gemm_w16(w.data_ptr(), 1, 12, 64, x.data_ptr(), 1, y.data_ptr(), 1)
+    assert_close(y, Dense16Linear(w)(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_failed_build_leaves_nothing_and_says_why(tmp_path, monkeypatch):
+    out = tmp_path / "native" / "lib.so"
+    with pytest.raises(OSError, match="failed"):
+        native._build("/bin/false", ["-O2"], out)
+    assert not out.exists() and not list(out.parent.iterdir())
+    # no kernels at all: the library says why, QuantLinear uses torch's ops
+    monkeypatch.setenv("QDESK_NATIVE", "0")
+    native.library.cache_clear()
+    try:
+        assert native.library() is None and "QDESK_NATIVE=0" in native.why_not()
+        layer = QuantLinear(random_weight(64, 128, 4, 32, True), dtype=torch.float32)
+        assert layer.kernel != "native"
+    finally:
+        monkeypatch.delenv("QDESK_NATIVE")
+        native.library.cache_clear()
+    assert native.library() is not None
