@@ -21,18 +21,25 @@ What this rests on (read in the libraries, checked on this machine):
   barrier for its descheduled member (llama.cpp at 2 threads fell to ~55 tok/s
   with one core busy, 1 thread kept ~140).
 
-So the policy is about thread counts: every compute stream (a thread that runs
-model forwards: the chat panes, interleaved in one thread; a scorer stepping in
-its own thread; a quantization job) uses as many threads as there are cores
-not busy with other work. ``threads_for_this_stream`` measures that: the CPU
-the whole machine spent over the last half second, less what this stream spent
-itself (its own thread's CPU time times its team size), is the others' share.
-The backends call it before each forward (cheap: a clock read; ``/proc/stat``
-at most every half second) and resize llama.cpp's context
-(``llama_set_n_threads``) or torch's pool (``torch.set_num_threads``, which is
-process-wide) when the answer changes. ``QDESK_THREADS=N`` pins every pool to
-N threads instead. ``benchmarks/bench_chat.py`` measures the policy against
-PASSIVE and ACTIVE in each situation.
+So the policy is about thread counts. Every compute stream (a thread that
+runs model forwards: the chat panes, interleaved in one thread; a scorer
+stepping in its own thread; a quantization job) registers while it computes
+(``compute_stream``), and the cores are shared out: the CPUs other processes
+leave free, divided among the streams active now (``plan_threads``). Other
+threads of qdesk's own process are not counted as load: the window's thread
+paints for a few percent of a core, and a stream that waits for the GIL while
+the window paints leaves its idle team member spinning, which a machine-wide
+reading took for another program's load (measured: the chat page's worker then
+dropped to one thread for one decode step in eight, and the GUI's tokens/s
+fell 10% behind the same chat pinned to two threads). Other processes are
+measured: the machine's busy CPU seconds (``/proc/stat``) less this process's,
+over the last half second. The backends call ``threads_for_this_stream``
+before each forward (cheap: a clock read and a dict; ``/proc/stat`` at most
+every half second) and resize llama.cpp's context (``llama_set_n_threads``) or
+torch's pool (``torch.set_num_threads``, which is process-wide) when the
+answer changes. ``QDESK_THREADS=N`` pins every pool to N threads instead.
+``benchmarks/bench_chat.py`` measures the policy against PASSIVE and ACTIVE in
+each situation.
 """
 
 from __future__ import annotations
@@ -40,9 +47,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-WINDOW_SECONDS = 0.5  # how often a stream looks at the machine again
+WINDOW_SECONDS = 0.5  # how often the machine's load is read again
+# A stream that computed this recently still counts: the gap between two
+# forwards of a decode loop (sampling, statistics) is a few milliseconds; a
+# scorer's catch-up prefill in a worker thread must not halve the pane's
+# threads for long after it ends.
+ACTIVE_SECONDS = 0.1
 MARGIN = 0.3  # a core counts as free while others use less than 0.7 of it (see plan_threads)
 
 
@@ -68,14 +81,16 @@ def pinned_threads() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def plan_threads(cpus: int, others_busy: float) -> int:
-    """Threads for one stream: the cores the others leave free, at least one.
+def plan_threads(cpus: int, others_busy: float, streams: int = 1) -> int:
+    """Threads for one of ``streams`` active compute streams: an equal share of
+    the cores other processes leave free, at least one.
 
-    A core the others use for less than 1 - MARGIN of the time counts as free:
-    a team that shares a core briefly loses little, one whose member is
+    A core other processes use for less than 1 - MARGIN of the time counts as
+    free: a team that shares a core briefly loses little, one whose member is
     descheduled at every barrier loses most of its speed (see the module
     docstring)."""
-    return max(1, min(cpus, int(cpus - max(0.0, others_busy) + MARGIN)))
+    free = cpus - max(0.0, others_busy)
+    return max(1, min(cpus, int(free / max(1, streams) + MARGIN)))
 
 
 def machine_busy_seconds() -> float | None:
@@ -93,6 +108,12 @@ def machine_busy_seconds() -> float | None:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def process_busy_seconds() -> float:
+    """CPU seconds this process's threads have spent (all of them)."""
+    t = os.times()
+    return t.user + t.system
+
+
 @dataclass
 class _Sample:
     wall: float
@@ -100,38 +121,74 @@ class _Sample:
     own: float
 
 
-class StreamSampler:
-    """The others' load, seen from one compute stream (one per thread).
+class ExternalLoad:
+    """The cores other processes keep busy, over the last window.
 
-    ``read`` supplies (wall seconds, machine busy CPU seconds, this thread's CPU
+    ``read`` supplies (wall seconds, machine busy CPU seconds, this process's CPU
     seconds); tests pass their own."""
 
     def __init__(self, read=None) -> None:
         self.read = read or (lambda: (time.monotonic(), machine_busy_seconds(),
-                                      time.thread_time()))
+                                      process_busy_seconds()))
         self.last: _Sample | None = None
-        self.others = 0.0  # cores busy with other work, over the last window
-        self.threads = None  # the team size this stream computes with
+        self.busy = 0.0
+        self.lock = threading.Lock()
 
-    def update(self, team: int) -> float:
-        """The others' busy cores, refreshed when a window has passed."""
-        wall, machine, own = self.read()
-        if machine is None:
-            return self.others
-        if self.last is None:
+    def update(self) -> float:
+        """Other processes' busy cores, refreshed when a window has passed."""
+        with self.lock:
+            wall, machine, own = self.read()
+            if machine is None:
+                return self.busy
+            if self.last is None:
+                self.last = _Sample(wall, machine, own)
+                return self.busy
+            span = wall - self.last.wall
+            if span < WINDOW_SECONDS:
+                return self.busy
+            spent = (machine - self.last.machine) - (own - self.last.own)
+            self.busy = max(0.0, spent / span)
             self.last = _Sample(wall, machine, own)
-            return self.others
-        span = wall - self.last.wall
-        if span < WINDOW_SECONDS:
-            return self.others
-        spent = machine - self.last.machine
-        mine = (own - self.last.own) * team  # this stream's thread and its team's workers
-        self.others = max(0.0, (spent - mine) / span)
-        self.last = _Sample(wall, machine, own)
-        return self.others
+            return self.busy
 
 
-_local = threading.local()
+class StreamRegistry:
+    """The compute streams of this process: a thread computing now (inside
+    ``compute_stream``) or within the last ``ACTIVE_SECONDS``."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.last: dict[int, float] = {}  # thread ident -> when it last computed
+        self.inside: dict[int, int] = {}  # thread ident -> compute_stream depth
+
+    def touch(self, ident: int) -> int:
+        """Mark ``ident`` as computing now; the number of active streams."""
+        now = self.clock()
+        with self.lock:
+            self.last[ident] = now
+            for k in [k for k, t in self.last.items()
+                      if now - t > ACTIVE_SECONDS and not self.inside.get(k)]:
+                del self.last[k]
+            return len(self.last)
+
+    def enter(self, ident: int) -> None:
+        with self.lock:
+            self.inside[ident] = self.inside.get(ident, 0) + 1
+        self.touch(ident)
+
+    def leave(self, ident: int) -> None:
+        with self.lock:
+            depth = self.inside.get(ident, 0) - 1
+            if depth > 0:
+                self.inside[ident] = depth
+            else:
+                self.inside.pop(ident, None)
+        self.touch(ident)
+
+
+_external = ExternalLoad()
+_streams = StreamRegistry()
 
 
 def threads_for_this_stream() -> int:
@@ -139,13 +196,20 @@ def threads_for_this_stream() -> int:
     pinned = pinned_threads()
     if pinned is not None:
         return pinned
-    sampler = getattr(_local, "sampler", None)
-    if sampler is None:
-        sampler = _local.sampler = StreamSampler()
-    cpus = usable_cpus()
-    team = sampler.threads or cpus
-    sampler.threads = plan_threads(cpus, sampler.update(team))
-    return sampler.threads
+    streams = _streams.touch(threading.get_ident())
+    return plan_threads(usable_cpus(), _external.update(), streams)
+
+
+@contextmanager
+def compute_stream():
+    """Count the calling thread as a compute stream for the whole block (a
+    forward, a quantization layer), however long it takes."""
+    ident = threading.get_ident()
+    _streams.enter(ident)
+    try:
+        yield
+    finally:
+        _streams.leave(ident)
 
 
 def apply_torch_threads() -> int:

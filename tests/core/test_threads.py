@@ -1,28 +1,31 @@
-"""The thread policy: free cores per compute stream, measured per stream; pinning;
-the backends resize their pools before a forward."""
+"""The thread policy: the cores other processes leave free, shared among the
+process's active compute streams; pinning; the backends resize their pools
+before a forward."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from qdesk.core import threads
-from qdesk.core.threads import StreamSampler, plan_threads
+from qdesk.core.threads import ExternalLoad, StreamRegistry, plan_threads
 
 
-@pytest.mark.parametrize("cpus,others,want", [
-    (2, 0.0, 2), (2, 0.2, 2), (2, 0.5, 1), (2, 1.0, 1), (2, 3.5, 1),
-    (8, 0.0, 8), (8, 2.0, 6), (8, 2.6, 5), (16, 15.9, 1), (4, -0.2, 4),
+@pytest.mark.parametrize("cpus,others,streams,want", [
+    (2, 0.0, 1, 2), (2, 0.2, 1, 2), (2, 0.5, 1, 1), (2, 1.0, 1, 1), (2, 3.5, 1, 1),
+    (8, 0.0, 1, 8), (8, 2.0, 1, 6), (8, 2.6, 1, 5), (16, 15.9, 1, 1), (4, -0.2, 1, 4),
+    (2, 0.0, 2, 1), (8, 0.0, 2, 4), (8, 2.0, 3, 2), (4, 0.0, 8, 1),
 ])
-def test_plan_leaves_the_others_their_cores(cpus, others, want):
-    assert plan_threads(cpus, others) == want
+def test_plan_shares_what_other_processes_leave_free(cpus, others, streams, want):
+    assert plan_threads(cpus, others, streams) == want
 
 
 class _Clock:
-    """Readings of (wall, machine busy CPU seconds, this thread's CPU seconds)."""
+    """Readings of (wall, machine busy CPU seconds, this process's CPU seconds)."""
 
     def __init__(self):
         self.values = [(0.0, 100.0, 10.0)]
@@ -35,23 +38,67 @@ class _Clock:
         self.values.append((w + wall, m + machine, o + own))
 
 
-def test_sampler_counts_what_others_spent():
+def test_external_load_is_what_other_processes_spent():
     clock = _Clock()
-    s = StreamSampler(clock)
-    assert s.update(team=2) == 0.0  # first reading: nothing known yet
-    # one second: the machine spent 2.9 CPU seconds, this stream 1.0 on its thread
-    # with a team of two (so about 2.0 with its worker): others used 0.9 of a core
-    clock.advance(1.0, 2.9, 1.0)
-    assert s.update(team=2) == pytest.approx(0.9)
+    load = ExternalLoad(clock)
+    assert load.update() == 0.0  # first reading: nothing known yet
+    # one second: the machine spent 2.9 CPU seconds, this process 2.0 of them
+    clock.advance(1.0, 2.9, 2.0)
+    assert load.update() == pytest.approx(0.9)
     clock.advance(0.2, 0.6, 0.2)  # within the window: the last figure stands
-    assert s.update(team=2) == pytest.approx(0.9)
-    clock.advance(0.4, 0.3, 0.3)  # 0.6 s since the last refresh, the machine nearly idle but us
-    assert s.update(team=1) == pytest.approx(max(0.0, (0.9 - 0.5) / 0.6))
+    assert load.update() == pytest.approx(0.9)
+    clock.advance(0.4, 0.3, 0.3)  # 0.6 s since the last refresh: others used 0.4 of 0.6 s
+    assert load.update() == pytest.approx((0.9 - 0.5) / 0.6)
 
 
-def test_sampler_without_proc_stat_assumes_free_cores():
-    s = StreamSampler(lambda: (0.0, None, 0.0))
-    assert s.update(team=2) == 0.0
+def test_external_load_without_proc_stat_assumes_free_cores():
+    assert ExternalLoad(lambda: (0.0, None, 0.0)).update() == 0.0
+
+
+def test_streams_count_while_computing_and_a_moment_after():
+    now = [0.0]
+    reg = StreamRegistry(clock=lambda: now[0])
+    assert reg.touch(1) == 1
+    reg.enter(2)  # a long computation (a quantization layer, a tuned block)
+    now[0] = 0.5
+    assert reg.touch(1) == 2
+    now[0] = 10.0  # stream 2 still inside: it counts however long it takes
+    assert reg.touch(1) == 2
+    reg.leave(2)
+    now[0] = 10.0 + threads.ACTIVE_SECONDS / 2
+    assert reg.touch(1) == 2  # it computed a moment ago (the gap between two forwards)
+    now[0] = 10.0 + 2 * threads.ACTIVE_SECONDS
+    assert reg.touch(1) == 1
+    reg.enter(3)
+    reg.enter(3)  # nested: counted until the outer block ends
+    reg.leave(3)
+    now[0] = 20.0
+    assert reg.touch(1) == 2
+    reg.leave(3)
+    now[0] = 20.0 + 2 * threads.ACTIVE_SECONDS
+    assert reg.touch(1) == 1
+
+
+def test_two_streams_of_one_process_share_the_cores(monkeypatch):
+    monkeypatch.delenv("QDESK_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_streams", StreamRegistry())
+    monkeypatch.setattr(threads, "_external", ExternalLoad(lambda: (0.0, None, 0.0)))
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 4)
+    assert threads.threads_for_this_stream() == 4
+    started, release, seen = threading.Event(), threading.Event(), []
+
+    def other_stream():
+        with threads.compute_stream():
+            started.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other_stream)
+    t.start()
+    started.wait(10)
+    seen.append(threads.threads_for_this_stream())
+    release.set()
+    t.join()
+    assert seen == [2]
 
 
 def test_pin_and_the_users_omp_num_threads(monkeypatch):

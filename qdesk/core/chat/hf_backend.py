@@ -19,7 +19,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from qdesk.core.chat.backends import TokenCache
 from qdesk.core.chat.tokenizers import HFChatTokenizer
-from qdesk.core.threads import apply_torch_threads  # the free cores, before each forward
+from qdesk.core.threads import apply_torch_threads, compute_stream  # the free cores
 
 # transformers 5.24 names the KV cache ``cache`` (argument and output field);
 # ``past_key_values`` still works there but warns on every forward.
@@ -47,14 +47,15 @@ class HFBackend(TokenCache):
     @torch.inference_mode()
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
         self._own_cache()
-        apply_torch_threads()
         input_ids = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
-        out = self.model(
-            input_ids=input_ids,
-            **{CACHE_ARG: self._cache},
-            use_cache=True,
-            logits_to_keep=1,  # the output head only for the last position
-        )
+        with compute_stream():
+            apply_torch_threads()
+            out = self.model(
+                input_ids=input_ids,
+                **{CACHE_ARG: self._cache},
+                use_cache=True,
+                logits_to_keep=1,  # the output head only for the last position
+            )
         self._cache = getattr(out, CACHE_ARG)
         return out.logits[0, -1].float().cpu().numpy()
 
@@ -70,10 +71,11 @@ class HFBackend(TokenCache):
     @torch.inference_mode()
     def score(self, ids: Sequence[int]) -> np.ndarray:
         self.reset()
-        apply_torch_threads()
         input_ids = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
-        logits = self.model(input_ids=input_ids, use_cache=False).logits[0]
-        return logits.float().cpu().numpy()
+        with compute_stream():
+            apply_torch_threads()
+            logits = self.model(input_ids=input_ids, use_cache=False).logits[0]
+            return logits.float().cpu().numpy()
 
     def fork(self) -> HFBackend:
         """A second backend over the same weights with its own (empty) KV cache."""
@@ -162,20 +164,21 @@ class HFBatch:
         """Feed one token to every member; each member's next-token logits."""
         if self.members[0]._batch is not self:
             raise RuntimeError("this batch was left; start a new one")
-        apply_torch_threads()
         device = self.members[0].device
         width = self.cache.get_seq_length()
         positions = torch.tensor([[width - pad] for pad in self.pads], device=device)
         if self.mask is not None:
             self.mask = F.pad(self.mask, (0, 1), value=1)
-        out = self.model(
-            input_ids=torch.tensor([[int(i)] for i in ids], dtype=torch.long, device=device),
-            attention_mask=self.mask,
-            position_ids=positions,
-            **{CACHE_ARG: self.cache},
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        with compute_stream():
+            apply_torch_threads()
+            out = self.model(
+                input_ids=torch.tensor([[int(i)] for i in ids], dtype=torch.long, device=device),
+                attention_mask=self.mask,
+                position_ids=positions,
+                **{CACHE_ARG: self.cache},
+                use_cache=True,
+                logits_to_keep=1,
+            )
         self.cache = getattr(out, CACHE_ARG)
         for m, i in zip(self.members, ids):
             m.tokens.append(int(i))

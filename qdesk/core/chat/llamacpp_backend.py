@@ -85,9 +85,12 @@ class LlamaCppBackend(TokenCache):
             self._threads = n
 
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
-        self._fit_threads()
-        self.llm.n_tokens = len(self.tokens)
-        self.llm.eval(list(ids))
+        from qdesk.core.threads import compute_stream
+
+        with compute_stream():
+            self._fit_threads()
+            self.llm.n_tokens = len(self.tokens)
+            self.llm.eval(list(ids))
         row = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
         return row.copy()
 
@@ -96,16 +99,19 @@ class LlamaCppBackend(TokenCache):
 
     def score(self, ids: Sequence[int]) -> np.ndarray:
         """All positions' logits, batch by batch, without logits_all's n_ctx buffer."""
+        from qdesk.core.threads import compute_stream
+
         self.reset()
-        self._fit_threads()
         ids = [int(i) for i in ids]
         llm = self.llm
         llm._ctx.kv_cache_seq_rm(-1, 0, -1)
         out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
         for start in range(0, len(ids), llm.n_batch):
             batch = ids[start : start + llm.n_batch]
-            llm._batch.set_batch(batch=batch, n_past=start, logits_all=True)
-            llm._ctx.decode(llm._batch)
+            with compute_stream():
+                self._fit_threads()
+                llm._batch.set_batch(batch=batch, n_past=start, logits_all=True)
+                llm._ctx.decode(llm._batch)
             rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch) * self.n_vocab,))
             out[start : start + len(batch)] = rows.reshape(len(batch), self.n_vocab)
         llm._ctx.kv_cache_seq_rm(-1, 0, -1)

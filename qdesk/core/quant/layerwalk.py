@@ -17,7 +17,7 @@ from torch import nn
 from qdesk.core.errors import BadInput
 from qdesk.core.quant.events import CalibrationProgress
 from qdesk.core.quant.stats import InputStats
-from qdesk.core.threads import apply_torch_threads
+from qdesk.core.threads import apply_torch_threads, compute_stream
 
 ERROR_SAMPLES = 1024  # calibration tokens kept per Linear input to measure output error
 
@@ -146,8 +146,9 @@ def run_layer(layer: nn.Module, x: torch.Tensor, kwargs: dict) -> torch.Tensor:
     # The job is a compute stream like a chat pane: a team wider than the cores
     # other work leaves free waits at every barrier for a descheduled member
     # (qdesk/core/threads.py), which made jobs beside a chat many times slower.
-    apply_torch_threads()
-    out = layer(x, **kwargs)
+    with compute_stream():
+        apply_torch_threads()
+        out = layer(x, **kwargs)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -245,29 +246,40 @@ def call_stages(layer, names, x, kwargs) -> list[list[str]]:
     return stages + ([unused] if unused else [])
 
 
-def gather_stats(layer, names, want_hessian, inputs, kwargs, tokens_total, stop_after=None):
+def gather_stats(layer, names, want_hessian, inputs, kwargs, tokens_total, stop_after=None,
+                 dense_inputs=None):
     """Each of ``names``'s input statistics over ``inputs``. stop_after: a name whose
-    input is the last one wanted; each forward stops there."""
+    input is the last one wanted; each forward stops there. ``dense_inputs`` (the
+    dense model's own inputs to this layer, sample for sample; ``layer`` must hold
+    its dense weights): also the cross statistics of each Linear's dense and
+    quantized-stream inputs (``InputStats.cross``)."""
     modules = dict(layer.named_modules())
     stats: dict[str, InputStats] = {}
     owners: set[str] = set()
     last: list = [None, None]
     stride = max(1, tokens_total // ERROR_SAMPLES)
+    cross = dense_inputs is not None
+    dense_x: dict[str, torch.Tensor] = {}  # this sample's inputs in the dense model
+    collecting_dense = [False]
 
     def make_hook(name):
         def hook(module, args):
             x = args[0]
-            if name not in stats:
-                if x is last[0]:
-                    stats[name] = last[1]
-                else:
-                    stats[name] = InputStats(
-                        module.in_features, x.device, want_hessian, ERROR_SAMPLES, stride
-                    )
-                    owners.add(name)
-            if name in owners:
-                stats[name].add(x.detach())
-            last[0], last[1] = x, stats[name]
+            if collecting_dense[0]:
+                dense_x.setdefault(name, x.detach())
+            else:
+                if name not in stats:
+                    if x is last[0]:
+                        stats[name] = last[1]
+                    else:
+                        stats[name] = InputStats(
+                            module.in_features, x.device, want_hessian, ERROR_SAMPLES, stride,
+                            want_cross=cross,
+                        )
+                        owners.add(name)
+                if name in owners:
+                    stats[name].add(x.detach(), dense_x.get(name))
+                last[0], last[1] = x, stats[name]
             if name == stop_after:
                 raise StopForward
 
@@ -280,7 +292,15 @@ def gather_stats(layer, names, want_hessian, inputs, kwargs, tokens_total, stop_
         stride = 2
     handles = [modules[n].register_forward_pre_hook(make_hook(n)) for n in names]
     try:
-        for x in inputs:
+        for i, x in enumerate(inputs):
+            if cross:  # the same token's inputs in the dense model, first
+                dense_x.clear()
+                collecting_dense[0] = True
+                try:
+                    run_layer(layer, dense_inputs[i], kwargs)
+                except StopForward:
+                    pass
+                collecting_dense[0] = False
             try:
                 run_layer(layer, x, kwargs)
             except StopForward:
@@ -289,4 +309,5 @@ def gather_stats(layer, names, want_hessian, inputs, kwargs, tokens_total, stop_
         for h in handles:
             h.remove()
         last[0] = None
+        dense_x.clear()
     return stats
