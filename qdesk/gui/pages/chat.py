@@ -59,7 +59,11 @@ from qdesk.gui.widgets.sampling_controls import SamplingControls
 log = logging.getLogger(__name__)
 
 STATS_TOP_K = 20  # the inspector shows up to 20
-THROTTLE_MS = 40
+# Tokens reach the panes in batches, ten times a second: each delivery wakes the
+# GUI thread, which then holds the GIL the chat's worker needs after every
+# operation (measured on the 2-core machine, benchmarks/bench_chat_ui.py: the GUI
+# chat's tokens/s against the CLI's rose with the interval up to about 0.1 s).
+THROTTLE_MS = 100
 # The live tok/s in a pane's header changes a few times a second, not per token:
 # each new text relays the header out and repaints it.
 SPEED_LABEL_SECONDS = 0.25

@@ -24,13 +24,22 @@ from qdesk.gui.widgets.plot_style import style_plot
 
 PANE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 REDRAW_MS = 50  # the fastest redraw
-# The share of the GUI thread the graphs may paint in while replies stream. One
-# paint of the three plots took about 11 ms on the 2-core machine; at 20 a
-# second that was a fifth of a core and, through the GIL, cost the chat's
-# worker a third of its tokens/s (benchmarks/bench_chat_ui.py). So the redraw
-# interval follows the measured paint time: 50 ms where painting is cheap,
-# about 0.2 s on that machine.
-PAINT_BUDGET = 0.05
+# The share of the GUI thread the graphs may paint in while replies stream. A
+# paint holds the GIL, and the chat's worker waits for the GIL after every
+# operation, so a share of the GUI thread costs the chat more than that share of
+# its tokens/s (benchmarks/bench_chat_ui.py). So the redraw interval follows
+# the measured paint time: 50 ms where painting is cheap, about 0.2 s on the
+# 2-core machine, where one paint of the three plots takes about 4 ms (15 ms
+# before their axes were cached as pixmaps, see plot_style).
+PAINT_BUDGET = 0.02
+
+
+def _step_up(value: int, least: int) -> int:
+    """The smallest of least, 2 least, 4 least, ... that holds value."""
+    step = least
+    while value > step:
+        step *= 2
+    return step
 
 
 class _TimedGraphicsLayout(pg.GraphicsLayoutWidget):
@@ -237,7 +246,10 @@ class ReplyGraphs(QWidget):
         self.timer.setInterval(max(REDRAW_MS, int(1000 * self.view.paint_seconds / PAINT_BUDGET)))
 
     def _set_ranges(self, counts: list[int]) -> None:
-        span = max(16, -(-max(counts, default=0) // 16) * 16)  # the next multiple of 16
+        # Ranges grow in steps that double: an axis whose range changes draws its
+        # labels again (cached otherwise, plot_style), which while a reply
+        # streams cost more of the GUI thread than the curves themselves.
+        span = _step_up(max(counts, default=0), 16)
         if span != self._x_span:
             self._x_span = span
             for p in (self.margin_plot, self.kld_plot):
@@ -272,7 +284,7 @@ class ReplyGraphs(QWidget):
             label.setText(str(n) if i == 0 else f"{n} ({n - counts[0]:+d})")
             label.setPos(i, n)
         top = max(counts, default=1) or 1
-        ceiling = max(8, -(-int(top * 1.25) // 8) * 8)
+        ceiling = _step_up(int(top * 1.15) + 1, 8)
         if ceiling != getattr(self, "_bar_ceiling", None):
             self._bar_ceiling = ceiling
             self.bars.setYRange(0, ceiling, padding=0)
