@@ -78,6 +78,12 @@ SCHEMES: dict[str, tuple[str, bool, dict, str]] = {
     "gptqnoclip-sym": ("gptq", True, {"clip_search": False}, "GPTQ without range search"),
     "gptqact-sym": ("gptq", True, {"act_order": True}, "GPTQ act-order (static groups)"),
     "gptqdamp-sym": ("gptq", True, {"damp": 0.1}, "GPTQ dampening 0.1"),
+    "gptqaw-sym": ("gptq", True, {"act_weighted": True},
+                   "GPTQ, static groups' ranges by activation-weighted error"),
+    "gptqdense-sym": ("gptq", True, {"dense_targets": True},
+                      "GPTQ aimed at the dense model's outputs (GPTQv2's asymmetric calibration)"),
+    "gptqdenseaw-sym": ("gptq", True, {"dense_targets": True, "act_weighted": True},
+                        "GPTQ, dense targets and activation-weighted static ranges"),
     "gptqseq-sym": ("gptq", True, {"true_sequential": True},
                     "GPTQ true-sequential (each stage's Hessian through the quantized ones)"),
     "signround-sym": ("signround", True, {}, "SignRound"),
@@ -88,6 +94,8 @@ SCHEMES: dict[str, tuple[str, bool, dict, str]] = {
                            "SignRound keeping the lowest loss on a fixed batch"),
     "signroundlast-sym": ("signround", True, {"select": "last"},
                           "SignRound keeping the last iteration's parameters"),
+    "signroundheld-sym": ("signround", True, {"select": "heldout"},
+                          "SignRound keeping the lowest loss on held-out calibration samples"),
     "awq-sym": ("awq", True, {}, ""),
     "hqq-asym": ("hqq", False, {}, "HQQ integer zero (packed)"),
     "hqqfz-asym": ("hqq", False, {"zero": "float"}, "HQQ float zero (hqq's format)"),
@@ -163,6 +171,9 @@ def main(argv=None) -> int:
     p.add_argument("--signround-iters", default="",
                    help="SignRound iterations to sweep (e.g. 25,50,100,200); default: its own")
     p.add_argument("--signround-batch", type=int, default=None, help="SignRound batch size")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="the models' dtype for scoring (float32: no 16-bit rounding in the "
+                        "KLD; the CPU dtype policy may prefer bfloat16 for chat speed)")
     args = p.parse_args(argv)
     unknown = sorted(set(args.schemes.split(",")) - set(SCHEMES))
     if unknown:
@@ -177,7 +188,7 @@ def main(argv=None) -> int:
     from qdesk.core.quant.steps import run_quantize
 
     torch.manual_seed(0)
-    ref = open_model("demo", backend="hf")
+    ref = open_model("demo", backend="hf", dtype=args.dtype)
     tok = ref.backend.tokenizer
     calib = build_calibration(args.calib, ref.hf_tokenizer, args.calib_samples,
                               args.calib_tokens, seed=0)

@@ -135,13 +135,28 @@ class GPTQConfig(QuantConfig):
     act_order: bool = True
     clip_search: bool = True
     true_sequential: bool = False
+    # Static groups' ranges chosen by the rounding error weighted per input column
+    # by the calibration inputs' mean square (RTNConfig.act_weighted's search)
+    # rather than by the plain weight error.
+    act_weighted: bool = False
+    # Aim each Linear at the dense model's own output: minimise
+    # ||W_q x - W x_dense||^2 over the quantized stream's inputs x and the dense
+    # model's x_dense for the same tokens, not ||W_q x - W x||^2 (Li et al. 2025,
+    # "GPTQv2: Efficient Finetuning-Free Quantization with Asymmetric
+    # Calibration"), so each layer also makes up for the error the layers before
+    # it left. dense_alpha scales the asymmetry term (the paper's code uses 0.25).
+    dense_targets: bool = False
+    dense_alpha: float = 0.25
     method: ClassVar[str] = "gptq"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_range("damp", self.damp, 1e-6, 1.0)
+        _check_range("GPTQ dense_alpha", self.dense_alpha, 0.0, 4.0)
         if self.block_size < 1:
             raise BadInput(f"block size must be positive, not {self.block_size}")
+        if self.dense_targets and self.true_sequential:
+            raise BadInput("GPTQ: dense targets and true-sequential cannot be combined")
 
 
 @dataclass(frozen=True)
@@ -204,7 +219,7 @@ class HQQConfig(QuantConfig):
             self._choose("refit", self.zero == "float" or self.bits <= 3)
 
 
-SIGNROUND_SELECT = ("fixed", "batch", "last")
+SIGNROUND_SELECT = ("fixed", "batch", "last", "heldout")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 from qdesk.core.errors import BadInput
 from qdesk.core.quant.configs import GPTQConfig
 from qdesk.core.quant.primitives import QuantizedWeight, qrange, scale_dtype_for
-from qdesk.core.quant.rtn import rtn_qparams
+from qdesk.core.quant.rtn import column_mean_square, rtn_qparams
 
 
 def inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
@@ -44,11 +44,23 @@ def quantize_gptq(w: torch.Tensor, config: GPTQConfig, stats) -> QuantizedWeight
     h = h.clone()
     h[dead, dead] = 1.0
     W[:, dead] = 0.0
+    cross = getattr(stats, "cross", None) if config.dense_targets else None
+    if cross is not None:
+        cross = cross.to(w.device, torch.float32).clone()
+        cross[:, dead] = 0.0
     perm = None
     if config.act_order:
         perm = torch.argsort(h.diagonal(), descending=True)
         W, h = W[:, perm], h[perm][:, perm]
+        if cross is not None:
+            cross = cross[perm][:, perm]
     hinv = inverse_hessian_factor(h, config.damp)
+    # Dense targets (GPTQv2): quantizing column i also moves the later columns by
+    # w_i P[i, later], P = alpha (C U^T)_{strictly upper} U with C = sum (x_dense - x) x^T
+    # and U the upper Cholesky factor of H^-1, so that W_q x tracks W x_dense.
+    P = None
+    if cross is not None:
+        P = config.dense_alpha * ((cross @ hinv.t()).triu_(diagonal=1) @ hinv)
 
     sdt = scale_dtype_for(w.dtype)
     n_groups = 1 if g == -1 else n // g
@@ -57,7 +69,8 @@ def quantize_gptq(w: torch.Tensor, config: GPTQConfig, stats) -> QuantizedWeight
     static = g == -1 or perm is not None
     one_group = replace(config, group_size=-1)
     if static:  # parameters from the original weights, natural column order
-        s, z = rtn_qparams(w.float(), config, config.clip_search)
+        weight = column_mean_square(stats) if config.act_weighted else None
+        s, z = rtn_qparams(w.float(), config, config.clip_search, weight)
         scale.copy_(s)
         if zero is not None:
             zero.copy_(z)
@@ -73,6 +86,7 @@ def quantize_gptq(w: torch.Tensor, config: GPTQConfig, stats) -> QuantizedWeight
         W1 = W[:, i1:i2].clone()
         Err1 = torch.zeros_like(W1)
         Hinv1 = hinv[i1:i2, i1:i2]
+        P1 = P[i1:i2, i1:i2] if P is not None else None
         diag = Hinv1.diagonal().tolist()
         for i in range(i2 - i1):
             col = cols[i1 + i]
@@ -94,9 +108,13 @@ def quantize_gptq(w: torch.Tensor, config: GPTQConfig, stats) -> QuantizedWeight
             Q[:, i1 + i] = q
             deq = (q - z_f) * s_f if z_f is not None else q * s_f
             err = (wcol - deq) / diag[i]
+            if P1 is not None:  # before the update: wcol is a view of W1
+                W1[:, i:].addr_(wcol.clone(), P1[i, i:])
             W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1.0)
             Err1[:, i] = err
         W[:, i2:].addmm_(Err1, hinv[i1:i2, i2:], alpha=-1.0)
+        if P is not None:  # W1's columns hold each one as it was quantized
+            W[:, i2:].addmm_(W1, P[i1:i2, i2:])
     Q = Q.to(torch.int8)
     if perm is not None:
         Q = Q[:, torch.argsort(perm)]

@@ -182,14 +182,16 @@ def tune_block(layer: nn.Module, configs: dict[str, SignRoundConfig], inputs: li
     for t in tuned.values():
         for p in t.params():
             p.requires_grad_(True)
-    size = max(1, min(first.batch_size, len(inputs)))
     if targets is None:
         with torch.no_grad():
             targets = [_forward(block, x, kwargs) for x in inputs]
+    select, (check_x, check_y), (inputs, targets) = _selection_split(
+        first.select, first.batch_size, inputs, targets)
+    size = max(1, min(first.batch_size, len(inputs)))
     iters = first.iters
     lr0 = first.lr if first.lr is not None else 1.0 / max(1, iters)
     batches = _batches(len(inputs), size, torch.Generator().manual_seed(index))
-    keep = _Keeper(first.select, block, tuned, inputs[:size], targets[:size], kwargs, dtype)
+    keep = _Keeper(select, block, tuned, check_x, check_y, kwargs, dtype)
     loss = None
     for it in range(iters):
         idx = next(batches)
@@ -210,6 +212,20 @@ def tune_block(layer: nn.Module, configs: dict[str, SignRoundConfig], inputs: li
     yield BlockTuned(index + 1, total, iters, keep.start_loss or 0.0, keep.best_loss,
                      time.perf_counter() - t0)
     return result
+
+
+def _selection_split(select: str, batch_size: int, inputs: list, targets: list):
+    """(the rule _Keeper applies, its check batch (inputs, targets), the samples
+    to tune on). "heldout" sets the last ``batch_size`` samples aside, never
+    tuned on, and keeps the state that scores best on them ("fixed"); with
+    fewer than 8 batches of samples there are too few to spare: "fixed" on the
+    first samples, which are tuned on too."""
+    size = max(1, min(batch_size, len(inputs)))
+    if select == "heldout":
+        if len(inputs) >= 8 * size:
+            return "fixed", (inputs[-size:], targets[-size:]), (inputs[:-size], targets[:-size])
+        select = "fixed"
+    return select, (inputs[:size], targets[:size]), (inputs, targets)
 
 
 class _Keeper:

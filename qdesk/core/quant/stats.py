@@ -17,10 +17,17 @@ class InputStats:
     """
 
     def __init__(self, in_features: int, device, want_hessian: bool, max_samples: int,
-                 stride: int):
+                 stride: int, want_cross: bool = False):
         self.hessian = (
             torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
             if want_hessian else None
+        )
+        # sum of (x_dense - x)^T x over tokens (in, in): how the inputs the dense
+        # model feeds this Linear differ from the quantized stream's (GPTQ's
+        # dense_targets); x_dense is the same token's input in the dense model
+        self.cross = (
+            torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
+            if want_cross else None
         )
         self.abs_sum = torch.zeros(in_features, dtype=torch.float32, device=device)
         self.tokens = 0
@@ -29,8 +36,13 @@ class InputStats:
         self._samples: list[torch.Tensor] = []
         self._kept = 0
 
-    def add(self, x: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, x_dense: torch.Tensor | None = None) -> None:
         x = x.reshape(-1, x.shape[-1]).float()
+        if self.cross is not None:
+            if x_dense is None:
+                raise ValueError("cross statistics need the dense model's inputs too")
+            d = x_dense.reshape(x.shape).float() - x
+            self.cross.addmm_(d.t(), x)
         if self.hessian is not None:
             self.hessian.addmm_(x.t(), x)
         if self.hessian is not None:  # AWQ's channel magnitudes, only with a Hessian

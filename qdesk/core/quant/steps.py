@@ -70,6 +70,7 @@ from qdesk.core.quant.selfcheck import (
     reference_steps,
 )
 from qdesk.core.quant.stats import relative_output_error
+from qdesk.core.threads import compute_stream
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +100,8 @@ DEFAULT_CHECK = SelfCheckSpec()
 
 
 @torch.no_grad()
-def quantize_steps(
-    model,
-    config: QuantConfig,
-    plan: Plan | None = None,
-    calibration=None,
-    *,
-    output_dir: str | Path | None = None,
-    force: bool = False,
-    tokenizer=None,
-    source: str = "",
-    check: SelfCheckSpec | None = DEFAULT_CHECK,
-    from_quantized: bool = False,
-    source_quantization: str | None = None,
-) -> Iterator:
+def quantize_steps(model, config: QuantConfig, plan: Plan | None = None, calibration=None,
+                   **options) -> Iterator:
     """Quantize ``model`` (a LoadedModel or a transformers causal LM) in place.
 
     calibration: a ``CalibrationSet`` (``input_ids`` (n, T) long). Yields
@@ -126,8 +115,29 @@ def quantize_steps(
     ``from_quantized``: the result would carry two roundings. The demo is the
     exception, its dense copy being the project's reference. Either way the
     source's quantization is recorded (``source_quantization`` names it when the
-    facts do not) in the summary and the recipe.
+    facts do not) in the summary and the recipe. Options: see ``_quantize_steps``.
+
+    While it runs the job is one compute stream (``qdesk.core.threads``): a chat
+    beside it shares the cores with it, even while a layer's tuning runs long.
     """
+    with compute_stream():
+        return (yield from _quantize_steps(model, config, plan, calibration, **options))
+
+
+def _quantize_steps(
+    model,
+    config: QuantConfig,
+    plan: Plan | None = None,
+    calibration=None,
+    *,
+    output_dir: str | Path | None = None,
+    force: bool = False,
+    tokenizer=None,
+    source: str = "",
+    check: SelfCheckSpec | None = DEFAULT_CHECK,
+    from_quantized: bool = False,
+    source_quantization: str | None = None,
+) -> Iterator:
     t_start = time.perf_counter()
     if hasattr(model, "facts") and hasattr(model, "model"):
         tokenizer = tokenizer or model.hf_tokenizer
@@ -242,9 +252,15 @@ def quantize_steps(
                       if sequential else [names])
             for stage in stages:
                 t0 = time.perf_counter()
+                # GPTQ aimed at the dense model's outputs pairs each token's
+                # inputs in both streams (GPTQConfig.dense_targets).
+                pair = want_h and not sequential and dense_inputs is not None and any(
+                    getattr(local[n], "dense_targets", False) and method_for(local[n]).needs_hessian
+                    for n in stage)
                 stats = gather_stats(working_copy(layer, dtype), stage, want_h, inputs,
                                      kwargs[li], tokens_total,
-                                     stop_after=stage[-1] if sequential else None)
+                                     stop_after=stage[-1] if sequential else None,
+                                     dense_inputs=dense_inputs if pair else None)
                 preparers = {method_for(local[n]).prepare_layer for n in stage} - {None}
                 if preparers:
                     _prepare_checked(layer, preparers, local, stats, family, inputs[0],

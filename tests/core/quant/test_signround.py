@@ -181,6 +181,35 @@ def test_select_fixed_keeps_the_lowest_loss_on_its_fixed_batch():
     assert done["batch", 25].loss_best <= done["batch", 25].loss_start
 
 
+def test_select_heldout_keeps_its_check_samples_out_of_the_tuning():
+    """"heldout" sets the last batch_size samples aside (never tuned on) and keeps
+    the state that scores best on them; with fewer than eight batches of samples
+    it is "fixed" on the first ones."""
+    from qdesk.core.quant.layerwalk import capture_inputs, decoder_layers
+    from qdesk.core.quant.signround import _selection_split
+
+    xs, ys = list(range(40)), [f"y{i}" for i in range(40)]
+    rule, (cx, cy), (tx, ty) = _selection_split("heldout", 4, xs, ys)
+    assert rule == "fixed" and cx == xs[-4:] and cy == ys[-4:]
+    assert tx == xs[:-4] and ty == ys[:-4] and not set(cx) & set(tx)
+    rule, (cx, _), (tx, _) = _selection_split("heldout", 4, xs[:12], ys[:12])
+    assert rule == "fixed" and cx == xs[:4] and tx == xs[:12]
+    assert _selection_split("batch", 4, xs, ys)[2][0] == xs
+    model = make_tiny(seed=3)
+    layers = decoder_layers(model)
+    for item in capture_inputs(model, layers, calib(32, 32).input_ids, torch.device("cpu")):
+        if isinstance(item, tuple):
+            inputs, kwargs = item
+    names = [n for n, m in layers[0].named_modules() if isinstance(m, nn.Linear)]
+    cfg = SignRoundConfig(bits=3, group_size=32, iters=20, batch_size=4, select="heldout")
+    events, kept = _tune(layers[0], {n: cfg for n in names}, inputs, kwargs[0])
+    check = [torch.cat(inputs[-4:])]
+    # what it reports is the held-out batch's loss, and it never ends above the start
+    assert events[-1].loss_best == pytest.approx(_block_mse(layers[0], kept, check, kwargs[0]),
+                                                 rel=0.02)
+    assert events[-1].loss_best <= events[-1].loss_start
+
+
 def _tune(layer, configs, inputs, kwargs):
     """(the events, the returned weights) of tuning one block in float32."""
     gen = tune_block(layer, configs, inputs, kwargs, torch.float32, 0, 2)

@@ -314,3 +314,31 @@ def test_a_bf16_model_calibrates_in_the_cpus_fast_dtype(fast_bf16, expected, mon
     assert seen[0] == torch.bfloat16 and len(seen) > 4 and set(seen[1:]) == {expected}
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert all(0 < e < 0.5 for e in result.errors.values())
+
+
+def test_gptq_dense_targets_pairs_the_streams_from_layer_one_on(monkeypatch):
+    """Layer 0 sees the same inputs in both streams (cross statistics zero: plain
+    GPTQ's codes); from layer 1 on the dense model's activations differ and the
+    codes move, and the checkpoint still holds every Linear."""
+    from qdesk.core.quant import layerwalk
+
+    seen = []
+    gather = layerwalk.gather_stats
+
+    def spy(*args, dense_inputs=None, **kw):
+        stats = gather(*args, dense_inputs=dense_inputs, **kw)
+        if dense_inputs is not None:
+            seen.append(max(float(s.cross.abs().max()) for s in stats.values()))
+        return stats
+
+    monkeypatch.setattr("qdesk.core.quant.steps.gather_stats", spy)
+    plain = run_quantize(make_tiny(), make_config("gptq", group_size=32), None, calib(8, 32),
+                         check=None)
+    dense = run_quantize(make_tiny(), make_config("gptq", group_size=32, dense_targets=True),
+                         None, calib(8, 32), check=None)
+    assert len(seen) == 2 and seen[0] == 0.0 and seen[1] > 0.0
+    assert dense.records.keys() == plain.records.keys()
+    layer0 = [n for n in plain.records if ".layers.0." in n]
+    layer1 = [n for n in plain.records if ".layers.1." in n]
+    assert all(torch.equal(plain.records[n].q, dense.records[n].q) for n in layer0)
+    assert any(not torch.equal(plain.records[n].q, dense.records[n].q) for n in layer1)
