@@ -1,4 +1,4 @@
-"""Linear layers on qdesk's own CPU kernels (``native/qdesk_cpu.c``), in float32.
+"""Linear layers on qdesk's own CPU kernels (``qdesk_kernels/cpu/qdesk_cpu.c``), in float32.
 
 ``NativeCodes`` keeps a quantized Linear's codes at 4 bits (2-4-bit codes) or 8
 bits (5-8-bit codes) and its scales in the checkpoint's 16-bit dtype, and

@@ -4,7 +4,7 @@ It keeps a checkpoint's codes, scales and zero points (packed for the fastest
 kernel the device has) and multiplies with them, instead of the dense weight a
 plain ``from_pretrained`` would make. Which kernel, per layer:
 
-    CPU   native qdesk's own kernel (packed/native/qdesk_cpu.c, float32 products):
+    CPU   native qdesk's own kernel (qdesk_kernels/cpu/qdesk_cpu.c, float32 products):
                  2-4-bit codes in 4 bits, 5-8-bit in 8, widths and groups of 16s
           int4   torch's _weight_int4pack_mm_for_cpu: 2-4-bit codes (one plane) and
                  5-8-bit grouped codes (two planes), group a multiple of 32

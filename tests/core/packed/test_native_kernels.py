@@ -19,6 +19,7 @@ from qdesk.core.packed.native_kernels import (
     pack_nibbles,
     unpack_nibbles,
 )
+from qdesk_kernels import cpu
 
 pytestmark = pytest.mark.skipif(native.library() is None,
                                 reason=f"qdesk's CPU kernels: {native.why_not()}")
@@ -108,10 +109,10 @@ def test_the_portable_build_agrees_with_the_vectorized_one(tmp_path):
     """The C loops a CPU without AVX2 runs, built here without the vector flags."""
     if native.simd() != "avx2":
         pytest.skip("this machine runs the portable build already")
-    cc = native._compiler()
+    cc = cpu.compiler()
     out = tmp_path / "portable.so"
-    native._build(cc, ["-O2", "-shared", "-fPIC", "-std=c99"], out)
-    lib = native._declare(ctypes.CDLL(str(out)))
+    cpu.build(cc, ["-O2", "-shared", "-fPIC", "-std=c99"], out)
+    lib = cpu.declare(ctypes.CDLL(str(out)))
     assert lib.qd_simd() == 0
     for bits, group, symmetric in ((4, 32, True), (4, 64, False), (8, -1, False)):
         qw = random_weight(36, 128, bits, group, symmetric, seed=bits)
@@ -131,16 +132,16 @@ def test_the_portable_build_agrees_with_the_vectorized_one(tmp_path):
 def test_a_failed_build_leaves_nothing_and_says_why(tmp_path, monkeypatch):
     out = tmp_path / "native" / "lib.so"
     with pytest.raises(OSError, match="failed"):
-        native._build("/bin/false", ["-O2"], out)
+        cpu.build("/bin/false", ["-O2"], out)
     assert not out.exists() and not list(out.parent.iterdir())
     # no kernels at all: the library says why, QuantLinear uses torch's ops
     monkeypatch.setenv("QDESK_NATIVE", "0")
-    native.library.cache_clear()
+    cpu.library.cache_clear()
     try:
         assert native.library() is None and "QDESK_NATIVE=0" in native.why_not()
         layer = QuantLinear(random_weight(64, 128, 4, 32, True), dtype=torch.float32)
         assert layer.kernel != "native"
     finally:
         monkeypatch.delenv("QDESK_NATIVE")
-        native.library.cache_clear()
+        cpu.library.cache_clear()
     assert native.library() is not None

@@ -125,30 +125,31 @@ def _block_mse(layer, qws, inputs, kwargs):
                    for x in inputs)
 
 
-def test_tuning_lowers_the_block_error_below_rounding_to_nearest():
+def _first_block(seed: int, samples: int):
+    """(a tiny model's first decoder layer, its captured inputs, their kwargs, the
+    names of its Linears) for ``samples`` calibration samples of 32 tokens."""
     from qdesk.core.quant.layerwalk import capture_inputs, decoder_layers
 
-    model = make_tiny(seed=1)
+    model = make_tiny(seed=seed)
     layers = decoder_layers(model)
     inputs, kwargs = None, None
-    for item in capture_inputs(model, layers, calib(8, 32).input_ids, torch.device("cpu")):
+    for item in capture_inputs(model, layers, calib(samples, 32).input_ids, torch.device("cpu")):
         if isinstance(item, tuple):
             inputs, kwargs = item
     names = [n for n, m in layers[0].named_modules() if isinstance(m, nn.Linear)]
+    return layers[0], inputs, kwargs[0], names
+
+
+def test_tuning_lowers_the_block_error_below_rounding_to_nearest():
+    layer, inputs, kwargs, names = _first_block(seed=1, samples=8)
     results = {}
     for iters in (0, 60):
         cfg = SignRoundConfig(bits=3, group_size=32, iters=iters, batch_size=4)
-        gen = tune_block(layers[0], {n: cfg for n in names}, inputs, kwargs[0], torch.float32, 0, 2)
-        events = []
-        try:
-            while True:
-                events.append(next(gen))
-        except StopIteration as stop:
-            results[iters] = stop.value
+        events, results[iters] = _tune(layer, {n: cfg for n in names}, inputs, kwargs)
         assert isinstance(events[-1], BlockTuned) and events[-1].iterations == iters
         assert sum(isinstance(e, TuningProgress) for e in events) == max(0, (iters - 1) // 10)
-    rtn = _block_mse(layers[0], results[0], inputs, kwargs[0])
-    tuned = _block_mse(layers[0], results[60], inputs, kwargs[0])
+    rtn = _block_mse(layer, results[0], inputs, kwargs)
+    tuned = _block_mse(layer, results[60], inputs, kwargs)
     assert tuned < 0.8 * rtn
 
 
@@ -157,21 +158,14 @@ def test_select_fixed_keeps_the_lowest_loss_on_its_fixed_batch():
     ends with the state of lowest loss on the first batch_size samples, among
     candidates that include the start (round to nearest) and the last state, so
     on that batch it is at least as good as "last", "batch" and no tuning."""
-    from qdesk.core.quant.layerwalk import capture_inputs, decoder_layers
-
-    model = make_tiny(seed=2)
-    layers = decoder_layers(model)
-    for item in capture_inputs(model, layers, calib(12, 32).input_ids, torch.device("cpu")):
-        if isinstance(item, tuple):
-            inputs, kwargs = item
-    names = [n for n, m in layers[0].named_modules() if isinstance(m, nn.Linear)]
+    layer, inputs, kwargs, names = _first_block(seed=2, samples=12)
     fixed_batch = [torch.cat(inputs[:4])]
     kept, done = {}, {}
     for select, iters in (("fixed", 25), ("batch", 25), ("last", 25), ("fixed", 0)):
         cfg = SignRoundConfig(bits=3, group_size=32, iters=iters, batch_size=4, select=select)
-        events, kept[select, iters] = _tune(layers[0], {n: cfg for n in names}, inputs, kwargs[0])
+        events, kept[select, iters] = _tune(layer, {n: cfg for n in names}, inputs, kwargs)
         done[select, iters] = events[-1]
-    loss = {k: _block_mse(layers[0], q, fixed_batch, kwargs[0]) for k, q in kept.items()}
+    loss = {k: _block_mse(layer, q, fixed_batch, kwargs) for k, q in kept.items()}
     # the tuner measures with float32 scales; the kept weights store 16-bit ones
     best = done["fixed", 25]
     assert best.loss_best == pytest.approx(loss["fixed", 25], rel=0.02)
@@ -185,7 +179,6 @@ def test_select_heldout_keeps_its_check_samples_out_of_the_tuning():
     """"heldout" sets the last batch_size samples aside (never tuned on) and keeps
     the state that scores best on them; with fewer than eight batches of samples
     it is "fixed" on the first ones."""
-    from qdesk.core.quant.layerwalk import capture_inputs, decoder_layers
     from qdesk.core.quant.signround import _selection_split
 
     xs, ys = list(range(40)), [f"y{i}" for i in range(40)]
@@ -195,17 +188,12 @@ def test_select_heldout_keeps_its_check_samples_out_of_the_tuning():
     rule, (cx, _), (tx, _) = _selection_split("heldout", 4, xs[:12], ys[:12])
     assert rule == "fixed" and cx == xs[:4] and tx == xs[:12]
     assert _selection_split("batch", 4, xs, ys)[2][0] == xs
-    model = make_tiny(seed=3)
-    layers = decoder_layers(model)
-    for item in capture_inputs(model, layers, calib(32, 32).input_ids, torch.device("cpu")):
-        if isinstance(item, tuple):
-            inputs, kwargs = item
-    names = [n for n, m in layers[0].named_modules() if isinstance(m, nn.Linear)]
+    layer, inputs, kwargs, names = _first_block(seed=3, samples=32)
     cfg = SignRoundConfig(bits=3, group_size=32, iters=20, batch_size=4, select="heldout")
-    events, kept = _tune(layers[0], {n: cfg for n in names}, inputs, kwargs[0])
+    events, kept = _tune(layer, {n: cfg for n in names}, inputs, kwargs)
     check = [torch.cat(inputs[-4:])]
     # what it reports is the held-out batch's loss, and it never ends above the start
-    assert events[-1].loss_best == pytest.approx(_block_mse(layers[0], kept, check, kwargs[0]),
+    assert events[-1].loss_best == pytest.approx(_block_mse(layer, kept, check, kwargs),
                                                  rel=0.02)
     assert events[-1].loss_best <= events[-1].loss_start
 

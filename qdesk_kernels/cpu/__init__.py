@@ -1,7 +1,8 @@
 """qdesk's own CPU kernels (``qdesk_cpu.c``): built once per machine, loaded with ctypes.
 
 The C source ships with qdesk; the first use on a machine compiles it with the
-system's C compiler (``CC``, else ``cc``) into the data folder, under a name
+system's C compiler (``CC``, else ``cc``) into the caller's build folder (qdesk's
+data folder: ``qdesk.core.packed.native``), under a name
 that hashes the source, the flags and the compiler, so a new qdesk or another
 compiler builds again and an old build is never loaded by mistake. The build
 writes a temporary file and renames it into place. With AVX2, FMA and F16C in
@@ -46,7 +47,7 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _compiler() -> str | None:
+def compiler() -> str | None:
     for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if name and shutil.which(name):
             return shutil.which(name)
@@ -68,7 +69,7 @@ def _compiler_version(cc: str) -> str:
         return "unknown"
 
 
-def _build(cc: str, flags: list[str], out: Path) -> None:
+def build(cc: str, flags: list[str], out: Path) -> None:
     """Compile to a temporary name beside ``out``, then rename: a build that
     fails or is killed leaves nothing a later load could pick up."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,7 @@ def _build(cc: str, flags: list[str], out: Path) -> None:
             os.unlink(tmp)
 
 
-def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+def declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
     lib.qd_gemm_codes.argtypes = [i32, p, p, i32, p, f32, i64, i64, i64, p, i64, p, i32]
     lib.qd_dequant_codes.argtypes = [i32, p, p, i32, p, f32, i64, i64, i64, p, i32]
@@ -100,31 +101,29 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 @functools.cache
-def library() -> ctypes.CDLL | None:
-    """The loaded kernels, built first if this machine has no build yet; None
-    when they cannot be had here (``why_not()``)."""
+def library(build_dir: Path) -> ctypes.CDLL | None:
+    """The loaded kernels, built into ``build_dir`` first if this machine has no
+    build yet; None when they cannot be had here (``why_not()``)."""
     if os.environ.get("QDESK_NATIVE", "1") == "0":
         _why_not.append("turned off (QDESK_NATIVE=0)")
         return None
     if not sys.platform.startswith("linux"):
         _why_not.append(f"not built on {sys.platform}")
         return None
-    cc = _compiler()
+    cc = compiler()
     if cc is None:
         _why_not.append("no C compiler (set CC)")
         return None
-    from qdesk.core.paths import data_dir
-
     flags = _flags()
     key = hashlib.sha256(
         SOURCE.read_bytes() + " ".join(flags).encode() + _compiler_version(cc).encode()
     ).hexdigest()[:16]
-    out = data_dir() / "native" / f"qdesk_cpu-{key}.so"
+    out = Path(build_dir) / f"qdesk_cpu-{key}.so"
     try:
         if not out.is_file():
             log.info("building qdesk's CPU kernels: %s %s", cc, " ".join(flags))
-            _build(cc, flags, out)
-        lib = _declare(ctypes.CDLL(str(out)))
+            build(cc, flags, out)
+        lib = declare(ctypes.CDLL(str(out)))
     except (OSError, subprocess.SubprocessError) as e:
         _why_not.append(f"build failed ({e})")
         log.warning("qdesk's CPU kernels are not available: %s", e)
@@ -139,9 +138,8 @@ def why_not() -> str:
     return _why_not[-1] if _why_not else ""
 
 
-def simd() -> str:
-    """"avx2" or "portable" for the loaded build, "" when there is none."""
-    lib = library()
+def simd(lib: ctypes.CDLL | None) -> str:
+    """"avx2" or "portable" for a loaded build, "" for none."""
     if lib is None:
         return ""
     return "avx2" if lib.qd_simd() == 2 else "portable"
