@@ -28,7 +28,11 @@ asymmetric, see ``RTNConfig``); ``hqq`` (integer zero, packed, bits + 16 per gro
 Issue #14's rows: ``rtnmmold``/``rtnold`` (the old symmetric grid max|w|/7)
 against ``rtnmm``/``rtn`` (all 2^b codes), ``rtnact`` (activation-weighted
 range), GPTQ's variants (``gptqold`` old grid, ``gptqnoclip``, ``gptqact``
-act-order, ``gptqdamp``, ``gptqseq`` true-sequential), ``signround`` (``signroundown``: each
+act-order, ``gptqplain`` static ranges by the plain weight error (the default
+before activation-weighted ranges), ``gptqdamp``, ``gptqseq`` true-sequential,
+``gptqdense``/``gptqdenseaw`` aimed at the dense model's outputs), ``signround``
+(``signroundheld``/``signroundfixed``/``signroundlast``: which state is kept;
+``signroundown``: each
 block aimed at the dense block's output on the quantized stream instead of the dense
 model's own activations; ``--signround-iters 25,50,100,200``
 sweeps its iterations). At the end, the 4-bit g64 rows next to auto-round's
@@ -76,11 +80,13 @@ SCHEMES: dict[str, tuple[str, bool, dict, str]] = {
     "gptq-asym": ("gptq", False, {}, ""),
     "gptqold-sym": ("gptq", True, {"narrow_grid": True}, "GPTQ, old grid"),
     "gptqnoclip-sym": ("gptq", True, {"clip_search": False}, "GPTQ without range search"),
+    "gptqplain-sym": ("gptq", True, {"act_weighted": False},
+                      "GPTQ act-order, static ranges by weight error (the old default)"),
     "gptqact-sym": ("gptq", True, {"act_order": True}, "GPTQ act-order (static groups)"),
     "gptqdamp-sym": ("gptq", True, {"damp": 0.1}, "GPTQ dampening 0.1"),
     "gptqaw-sym": ("gptq", True, {"act_weighted": True},
                    "GPTQ, static groups' ranges by activation-weighted error"),
-    "gptqdense-sym": ("gptq", True, {"dense_targets": True},
+    "gptqdense-sym": ("gptq", True, {"dense_targets": True, "act_weighted": False},
                       "GPTQ aimed at the dense model's outputs (GPTQv2's asymmetric calibration)"),
     "gptqdenseaw-sym": ("gptq", True, {"dense_targets": True, "act_weighted": True},
                         "GPTQ, dense targets and activation-weighted static ranges"),

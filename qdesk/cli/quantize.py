@@ -50,11 +50,17 @@ def add_quantize_parser(subparsers) -> argparse.ArgumentParser:
                    help="RTN: narrow each group's range to the least squared weight error, or "
                         "not (plain min-max); default: on only with --narrow-grid, "
                         "whichever measured better")
-    q.add_argument("--act-weighted", action="store_true",
-                   help="RTN: choose each group's range by the rounding error weighted by the "
-                        "calibration inputs' mean square (uses the calibration samples)")
+    q.add_argument("--act-weighted", action=argparse.BooleanOptionalAction, default=None,
+                   help="RTN and GPTQ: choose each group's range by the rounding error weighted "
+                        "by the calibration inputs' mean square, or by the plain weight error "
+                        "(default: on for GPTQ, off for RTN, whose plain form needs no "
+                        "calibration)")
+    q.add_argument("--dense-targets", action=argparse.BooleanOptionalAction, default=None,
+                   help="GPTQ and SignRound: aim each layer at the dense model's own output, so "
+                        "it also makes up for the error of the layers before it (default: on "
+                        "for SignRound; off for GPTQ, where it costs about twice the time)")
     q.add_argument("--iters", type=int, default=None,
-                   help="SignRound: signed-gradient iterations per decoder block (default 50)")
+                   help="SignRound: signed-gradient iterations per decoder block (default 100)")
     q.add_argument("--batch-size", type=int, default=None,
                    help="SignRound: calibration samples per iteration (default 4)")
     q.add_argument("--narrow-grid", action="store_true",
@@ -143,10 +149,15 @@ def _method_options(args) -> dict:
         if args.method != "rtn":
             raise BadInput(f"--clip-search applies to --method rtn, not {args.method}")
         options["clip_search"] = args.clip_search
-    if getattr(args, "act_weighted", False):
-        if args.method != "rtn":
-            raise BadInput(f"--act-weighted applies to --method rtn, not {args.method}")
-        options["act_weighted"] = True
+    if getattr(args, "act_weighted", None) is not None:
+        if args.method not in ("rtn", "gptq"):
+            raise BadInput(f"--act-weighted applies to --method rtn or gptq, not {args.method}")
+        options["act_weighted"] = args.act_weighted
+    if getattr(args, "dense_targets", None) is not None:
+        if args.method not in ("gptq", "signround"):
+            raise BadInput(f"--dense-targets applies to --method gptq or signround, "
+                           f"not {args.method}")
+        options["dense_targets"] = args.dense_targets
     for flag, name in (("iters", "iters"), ("batch_size", "batch_size")):
         value = getattr(args, flag, None)
         if value is not None:

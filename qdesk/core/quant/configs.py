@@ -128,7 +128,21 @@ class GPTQConfig(QuantConfig):
     inputs the already quantized stages produce, as GPTQ's reference code does;
     otherwise every Hessian comes from the dense layer. Off by default: on the
     demo (4-bit g64 sym, mix 32 x 512, held-out en+zh) it measured mean KLD
-    0.2200 against 0.2218, Same top p 70.8% against 71.8%, in 1.47x the time."""
+    0.2200 against 0.2218, Same top p 70.8% against 71.8%, in 1.47x the time.
+
+    ``act_weighted`` is on by default: the static groups' ranges are what
+    act-order's GPTQ cannot revise, and choosing them by the error the inputs
+    actually see (not the plain weight error) took GPTQ below AWQ on the demo
+    (4-bit g64 sym, mix 128 x 512, held-out en+zh, one run): mean KLD 0.2038
+    against act-order alone 0.2395 and AWQ 0.2162, Same top p 72.0% / 71.8%,
+    417 s against AWQ's 434 s (benchmarks/bench_quantize.py, rows gptqaw-sym,
+    gptq-sym, awq-sym).
+
+    ``dense_targets`` is off by default for its time: with it (and act-weighted
+    ranges) the same run measured 0.1767, Same top p 73.9%, but in 809 s, 1.94x,
+    since every layer also runs the dense model's stream and gathers a cross
+    term; SignRound, which aims at the dense model by default, is the slower,
+    better method (``qdesk quantize --dense-targets`` turns it on here)."""
 
     damp: float = 0.01
     block_size: int = 128
@@ -138,7 +152,7 @@ class GPTQConfig(QuantConfig):
     # Static groups' ranges chosen by the rounding error weighted per input column
     # by the calibration inputs' mean square (RTNConfig.act_weighted's search)
     # rather than by the plain weight error.
-    act_weighted: bool = False
+    act_weighted: bool = True
     # Aim each Linear at the dense model's own output: minimise
     # ||W_q x - W x_dense||^2 over the quantized stream's inputs x and the dense
     # model's x_dense for the same tokens, not ||W_q x - W x||^2 (Li et al. 2025,
@@ -229,12 +243,13 @@ class SignRoundConfig(QuantConfig):
     mini-batches of ``batch_size`` calibration samples; ``lr`` None = 1 / iters.
 
     The paper's and auto-round's defaults are 200 iterations of batch 8; qdesk's
-    are 50 of batch 4, a sixteenth of the work: on the demo (4-bit g64
-    symmetric, 16 x 256 calibration tokens) that gave a mean KLD of 0.128 on
-    held-out English + Chinese, what auto-round reports at its defaults, in
-    427 s on a 2-core AVX2 CPU, where one iteration of batch 8 x 512 costs about
-    1 s; at the default calibration (128 x 512) 0.148, 0.139 with select="fixed"
-    (benchmarks/bench_quantize.py; the closing notes of issue #14).
+    are 100 of batch 4, an eighth of the work, keeping the state that scores best
+    on held-out calibration samples: on the demo (4-bit g64 symmetric, default
+    calibration mix 128 x 512, held-out English + Chinese) mean KLD 0.1297,
+    Same top p 76.9%, in 1661 s on a quiet 2-core AVX2 CPU, where auto-round
+    0.16.1 at its defaults takes about 131 minutes (extrapolated from 2 and 10
+    iterations) for 0.128 (issue #14). 50 iterations: 0.137 (held-out), 0.143
+    (last), 0.148 (batch), in about 1000 s (benchmarks/bench_quantize.py).
 
     ``dense_targets``: each block learns to turn the activations the quantized
     blocks before it produce into what the dense model's block outputs on the
@@ -243,21 +258,23 @@ class SignRoundConfig(QuantConfig):
     the dense block's output on the same quantized activations (its own error
     only). Costs one more set of activations and one dense forward per block.
 
-    ``select``: which parameters are kept (``signround._Keeper``): "batch", the
-    lowest mini-batch loss (the paper's and auto-round's, the default); "fixed",
-    the lowest loss on one fixed batch, measured every 10 iterations (a forward
-    each); "last"."""
+    ``select``: which parameters are kept (``signround._Keeper``): "heldout"
+    (the default), the lowest loss on the last ``batch_size`` calibration
+    samples, which are then not tuned on, measured every 10 iterations (a
+    forward each), or "batch" when there are fewer than 8 batches of samples to
+    spare them from; "batch", the lowest mini-batch loss (the paper's and
+    auto-round's: mini-batch losses differ more by their samples than by the
+    parameters, so it keeps whichever state met the easiest batch); "fixed",
+    the lowest loss on the first samples, tuned on too (it rewards overfitting
+    them: a tiny random Qwen2 at 6 iterations kept a state worse than RTN);
+    "last"."""
 
-    iters: int = 50
+    iters: int = 100
     lr: float | None = None
     batch_size: int = 4
     minmax_tuning: bool = True
     dense_targets: bool = True
-    # "fixed" scored 0.139 against 0.148 on the demo at the default calibration,
-    # but on a tiny random Qwen2 at 6 iterations it kept an overfitted state that
-    # the self-check judged worse than RTN, where "batch" kept the start: not the
-    # default until that is understood (closing note of issue #14).
-    select: str = "batch"
+    select: str = "heldout"
     method: ClassVar[str] = "signround"
 
     def __post_init__(self) -> None:

@@ -60,7 +60,8 @@ def test_progress_lines_on_stderr(tiny_folder, tmp_path, capsys):
     (["--method", "rtn", "--hqq-zero", "float"], "--hqq-zero applies to --method hqq"),
     (["--method", "gptq", "--clip-search"], "--clip-search applies to --method rtn"),
     (["--method", "gptq", "--iters", "5"], "--iters applies to --method signround"),
-    (["--method", "awq", "--act-weighted"], "--act-weighted applies to --method rtn"),
+    (["--method", "awq", "--act-weighted"], "--act-weighted applies to --method rtn or gptq"),
+    (["--method", "rtn", "--dense-targets"], "--dense-targets applies to --method gptq or"),
     (["--asym", "--narrow-grid"], "--narrow-grid applies to symmetric"),
     (["--method", "signround", "--iters", "-3"], "SignRound iterations must be"),
 ])
@@ -246,3 +247,14 @@ def test_act_weighted_and_narrow_grid_reach_the_recipe(tiny_folder, tmp_path):
     assert _quantize(tiny_folder, out, "--act-weighted", "--narrow-grid") == 0
     config = json.loads((out / "qdesk.json").read_text())["config"]
     assert config["act_weighted"] is True and config["narrow_grid"] is True
+
+
+def test_gptq_defaults_and_their_switches_reach_the_recipe(tiny_folder, tmp_path):
+    """act-weighted ranges on by default, dense targets off; both can be switched."""
+    for name, extra, aw, dense in (("default", (), True, False),
+                                   ("switched", ("--no-act-weighted", "--dense-targets"),
+                                    False, True)):
+        out = tmp_path / name
+        assert _quantize(tiny_folder, out, "--method", "gptq", *extra) == 0
+        config = json.loads((out / "qdesk.json").read_text())["config"]
+        assert config["act_weighted"] is aw and config["dense_targets"] is dense

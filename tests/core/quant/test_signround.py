@@ -178,15 +178,15 @@ def test_select_fixed_keeps_the_lowest_loss_on_its_fixed_batch():
 def test_select_heldout_keeps_its_check_samples_out_of_the_tuning():
     """"heldout" sets the last batch_size samples aside (never tuned on) and keeps
     the state that scores best on them; with fewer than eight batches of samples
-    it is "fixed" on the first ones."""
+    it is "batch", on all of them."""
     from qdesk.core.quant.signround import _selection_split
 
     xs, ys = list(range(40)), [f"y{i}" for i in range(40)]
     rule, (cx, cy), (tx, ty) = _selection_split("heldout", 4, xs, ys)
     assert rule == "fixed" and cx == xs[-4:] and cy == ys[-4:]
     assert tx == xs[:-4] and ty == ys[:-4] and not set(cx) & set(tx)
-    rule, (cx, _), (tx, _) = _selection_split("heldout", 4, xs[:12], ys[:12])
-    assert rule == "fixed" and cx == xs[:4] and tx == xs[:12]
+    rule, _, (tx, _) = _selection_split("heldout", 4, xs[:12], ys[:12])
+    assert rule == "batch" and tx == xs[:12]
     assert _selection_split("batch", 4, xs, ys)[2][0] == xs
     layer, inputs, kwargs, names = _first_block(seed=3, samples=32)
     cfg = SignRoundConfig(bits=3, group_size=32, iters=20, batch_size=4, select="heldout")
@@ -290,4 +290,5 @@ def test_config_is_validated():
         make_config("signround", lr=5.0)
     with pytest.raises(BadInput):
         make_config("signround", select="best")
-    assert make_config("signround").iters == 50 and make_config("signround").batch_size == 4
+    config = make_config("signround")
+    assert (config.iters, config.batch_size, config.select) == (100, 4, "heldout")
