@@ -137,6 +137,17 @@ def check_lines(check) -> list[str]:
     return lines
 
 
+# Options left unset (None) unless given, and the methods each belongs to: the
+# option's name is the config field's.
+METHOD_FLAGS = {
+    "clip_search": ("rtn",),
+    "act_weighted": ("rtn", "gptq"),
+    "dense_targets": ("gptq", "signround"),
+    "iters": ("signround",),
+    "batch_size": ("signround",),
+}
+
+
 def _method_options(args) -> dict:
     """Options that belong to one method; asking them of another is bad input
     (a silently ignored flag would leave the user thinking it took effect)."""
@@ -145,25 +156,12 @@ def _method_options(args) -> dict:
         if args.method != "hqq":
             raise BadInput(f"--hqq-zero applies to --method hqq, not {args.method}")
         options["zero"] = args.hqq_zero
-    if args.clip_search is not None:
-        if args.method != "rtn":
-            raise BadInput(f"--clip-search applies to --method rtn, not {args.method}")
-        options["clip_search"] = args.clip_search
-    if getattr(args, "act_weighted", None) is not None:
-        if args.method not in ("rtn", "gptq"):
-            raise BadInput(f"--act-weighted applies to --method rtn or gptq, not {args.method}")
-        options["act_weighted"] = args.act_weighted
-    if getattr(args, "dense_targets", None) is not None:
-        if args.method not in ("gptq", "signround"):
-            raise BadInput(f"--dense-targets applies to --method gptq or signround, "
-                           f"not {args.method}")
-        options["dense_targets"] = args.dense_targets
-    for flag, name in (("iters", "iters"), ("batch_size", "batch_size")):
-        value = getattr(args, flag, None)
+    for name, methods in METHOD_FLAGS.items():
+        value = getattr(args, name, None)
         if value is not None:
-            if args.method != "signround":
-                raise BadInput(f"--{flag.replace('_', '-')} applies to --method signround, "
-                               f"not {args.method}")
+            if args.method not in methods:
+                raise BadInput(f"--{name.replace('_', '-')} applies to --method "
+                               f"{' or '.join(methods)}, not {args.method}")
             options[name] = value
     if getattr(args, "narrow_grid", False):
         if args.asym or args.method == "hqq":
