@@ -233,6 +233,11 @@ def _seconds(shapes: ModelShapes, configs, plan: Plan, job_tokens: int,
             flops += lin.in_features ** 3 / 3 * 3  # damped Cholesky and its inverse
             seconds += lin.in_features * _SECONDS_PER_COLUMN["gptq"] * (
                 1 + lin.out_features / 4096)
+            if c.dense_targets:
+                # the dense model's stream through the layer, and the cross term
+                # between its inputs and the quantized stream's (measured: 1.94x
+                # the job's time on the demo)
+                flops += 2 * lin.numel * job_tokens + 2 * job_tokens * lin.in_features ** 2
             if c.true_sequential:
                 # the stages' own forwards, each stopping at its stage: in a Llama
                 # layer q/k/v run in three of them, o in two, gate/up in one
