@@ -50,6 +50,11 @@ def prepare_libraries(models: list[str] | tuple[str, ...] = ()) -> None:
     from qdesk.core.warmup import import_model_libraries
 
     import_model_libraries()
+    # The window's thread never computes in parallel: an OpenMP team of its own
+    # would slow every job's (qdesk.core.threads).
+    from qdesk.core.threads import keep_openmp_off_this_thread
+
+    keep_openmp_off_this_thread()
     if "demo" in models:
         from qdesk.core.models.demo import demo_dense_dir
         from qdesk.core.models.tokenizer_pool import prepare

@@ -23,6 +23,8 @@ def add_chat_parser(sub) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--max-new-tokens", type=int, default=256)
     c.add_argument("--stop", action="append", help="a stop string (repeatable)")
+    c.add_argument("--stats-top-k", type=int, default=5, metavar="K",
+                   help="alternatives kept per token in the statistics (1-100; the GUI keeps 20)")
     add_load_options(c, "auto, hf or llamacpp; one for all models or a comma list, one per model")
     c.add_argument(
         "--no-agreement", action="store_true",
@@ -42,6 +44,7 @@ def cmd_chat(args) -> int:
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         repetition_penalty=args.repetition_penalty, seed=args.seed,
         max_new_tokens=args.max_new_tokens, stop=tuple(args.stop or ()),
+        stats_top_k=args.stats_top_k,
     )
     refs = [resolve(m) for m in args.models]  # every argument checked before any load
     backends = backends_for(args.models, args.backend)

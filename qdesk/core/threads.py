@@ -21,6 +21,19 @@ What this rests on (read in the libraries, checked on this machine):
   barrier for its descheduled member (llama.cpp at 2 threads fell to ~55 tok/s
   with one core busy, 1 thread kept ~140).
 
+- libgomp keeps one thread team (a pool) per thread that ever ran a parallel
+  region with more than one thread, until that thread exits, and counts every
+  pool thread it manages. While it manages more threads than there are CPUs it
+  cuts every wait to 100 spins (``gomp_throttled_spin_count_var``; 1000 under
+  ACTIVE), which is PASSIVE in all but name. So a second thread that owns a
+  team slows every team in the process: on the 2-core machine the demo decoded
+  at 15-17 tok/s in a worker thread once the main thread had computed with two
+  threads, and at 23-28 tok/s in the main thread or in a worker beside a main
+  thread that never had (``keep_openmp_off_this_thread``). The window's
+  thread therefore never computes in parallel, and threads that compute for a
+  job end with it (the GUI's job threads, the live scorers' threads): their
+  teams go with them.
+
 So the policy is about thread counts. Every compute stream (a thread that
 runs model forwards: the chat panes, interleaved in one thread; a scorer
 stepping in its own thread; a quantization job) registers while it computes
@@ -220,3 +233,45 @@ def apply_torch_threads() -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def _openmp_runtime():
+    """The OpenMP runtime torch computes with (its wheel's libgomp), or None.
+    Other wheels bring their own copies (sentencepiece's libgomp-<hash>.so):
+    setting those would change nothing of torch's."""
+    import ctypes
+
+    import torch
+
+    torch_dir = os.path.dirname(torch.__file__)
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "omp" in line.rsplit("/", 1)[-1]}
+    except OSError:  # not Linux
+        return None
+    # torch's own first, then any other (a build that links the system's)
+    for path in sorted(paths, key=lambda p: (not p.startswith(torch_dir), p)):
+        if path.startswith("/") and ".so" in path:
+            try:
+                lib = ctypes.CDLL(path)
+                lib.omp_set_num_threads  # noqa: B018 - the symbol must exist
+                return lib
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+def keep_openmp_off_this_thread() -> bool:
+    """Make the calling thread (the window's) run torch's parallel regions on
+    itself alone, so that it never owns an OpenMP team (see the module
+    docstring: one more team throttles every other). Only this thread's setting
+    changes: OpenMP keeps the thread count per thread, and torch reads it from
+    there. Returns whether the runtime was found."""
+    import torch
+
+    torch.get_num_threads()  # torch's per-thread set-up first: it would undo this later
+    runtime = _openmp_runtime()
+    if runtime is None:
+        return False
+    runtime.omp_set_num_threads(1)
+    return torch.get_num_threads() == 1

@@ -56,7 +56,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 from superqt.utils import GeneratorWorker
 
@@ -257,6 +257,11 @@ class JobRunner(QObject):
         self.show_dialogs = True  # the screenshot script turns dialogs into failures
         self._dialogs: list[QMessageBox] = []
         self.model_name: Callable[[str], str] = lambda key: key  # set by the app context
+        # A job's thread ends with the job (Qt keeps idle pool threads 30 s): a
+        # thread that computed keeps an OpenMP team while it lives, and a second
+        # team in the process throttles every other (qdesk.core.threads; the
+        # chat decoded 0.6x as fast behind one).
+        QThreadPool.globalInstance().setExpiryTimeout(0)
 
     def busy_job(self, model_key: str) -> Job | None:
         return next((j for j in self.jobs if model_key in j.models), None)

@@ -57,6 +57,13 @@ def test_chat_two_models_json(capsys):
     assert b["reference_reply_scored"]["tokens"] == a["n_tokens"]
 
 
+def test_chat_keeps_as_many_alternatives_as_asked(capsys):
+    assert main(["chat", "demo", "--prompt", "Hi", "--max-new-tokens", "2", "--json",
+                 "--stats-top-k", "20"]) == 0
+    (reply,) = json.loads(capsys.readouterr().out)["replies"]
+    assert [len(t["top"]) for t in reply["tokens"]] == [20] * reply["n_tokens"]
+
+
 def test_chat_plain_output_with_agreement(capsys):
     code = main([
         "chat", "demo", "demo", "--backend", "hf,llamacpp", "--prompt",
@@ -85,6 +92,7 @@ def test_chat_plain_output(capsys):
         (["info", "/no/such/model"], "no such file or folder"),
         (["chat", "demo", "--prompt", "  "], "the prompt is empty"),
         (["chat", "demo", "--prompt", "hi", "--temperature", "-1"], "temperature"),
+        (["chat", "demo", "--prompt", "hi", "--stats-top-k", "0"], "statistics top-k must be in 1..100"),
         (["chat", "demo", "--prompt", "hi", "--backend", "hf,hf"], "2 backends for 1 models"),
         (["info", "someorg/some-model-that-needs-a-network"], "cannot download it"),
         (["chat"], "required"),

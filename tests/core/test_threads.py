@@ -153,3 +153,46 @@ def test_torch_pool_follows_the_plan(monkeypatch):
         assert threads.apply_torch_threads() == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_window_thread_keeps_openmp_to_itself_and_others_keep_their_teams():
+    """keep_openmp_off_this_thread changes the calling thread's OpenMP setting only
+    (run in threads of their own: the test process's main thread is left as it is)."""
+    import torch
+
+    seen = {}
+
+    def window_thread():
+        seen["found"] = threads.keep_openmp_off_this_thread()
+        seen["window"] = torch.get_num_threads()
+        # and it still computes, on itself
+        seen["sum"] = float(torch.ones(1 << 16).sum())
+
+    def compute_thread():
+        torch.set_num_threads(2)
+        seen["compute"] = torch.get_num_threads()
+
+    for target in (window_thread, compute_thread):
+        t = threading.Thread(target=target)
+        t.start()
+        t.join()
+    if not seen["found"]:
+        pytest.skip("no OpenMP runtime found in /proc/self/maps")
+    assert seen["window"] == 1 and seen["sum"] == float(1 << 16)
+    assert seen["compute"] == 2
+
+
+def test_the_openmp_runtime_is_torchs_own():
+    import os
+
+    import torch
+
+    runtime = threads._openmp_runtime()
+    if runtime is None:
+        pytest.skip("no OpenMP runtime found in /proc/self/maps")
+    # sentencepiece's wheel brings its own libgomp; setting that one changes nothing of torch's
+    with open("/proc/self/maps") as f:
+        torchs = {line.split()[-1] for line in f
+                  if "omp" in line.rsplit("/", 1)[-1] and os.path.dirname(torch.__file__) in line}
+    if torchs:
+        assert runtime._name in torchs

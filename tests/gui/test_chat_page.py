@@ -196,3 +196,47 @@ def test_stop_ends_every_pane_within_one_token(page, qtbot):
         # snapshot may miss one the worker was just handing over)
         assert len(b.tokens) - seen[i] <= 2
         assert len(b.tokens) < 40
+
+
+def test_a_language_switch_redraws_footers_and_speed_and_keeps_details_whole(page, qtbot, qapp):
+    from qdesk.gui.i18n import Translations
+
+    _run(qtbot, page, lambda: page.send(PROMPT))
+    footer = page.panes[1].summary.text()
+    assert footer.startswith(f"{len(_last(page, 1).tokens)} tokens")
+    assert "tok/s" in page.panes[0].speed.text()
+    translations = Translations(qapp)
+    try:
+        assert translations.apply("zh_CN")
+        assert page.panes[1].summary.text().startswith(f"{len(_last(page, 1).tokens)} 个词元")
+        assert "词元/秒" in page.panes[0].speed.text()
+        assert "tok/s" not in page.panes[0].speed.text()
+    finally:
+        translations.apply("en")
+    assert page.panes[1].summary.text() == footer
+    # the live speed has a fixed box (no re-layout per update); the model's
+    # details take the rest of the row, and their tooltip holds the whole line
+    details = page.panes[1].details
+    assert page.panes[1].speed.minimumWidth() == page.panes[1].speed.maximumWidth()
+    assert details.toolTip() == details.text() != ""
+    assert details.width() >= details.sizeHint().width()  # not cut at 1200 px
+
+
+def test_hovering_a_token_shows_its_tooltip(page, qtbot):
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QHelpEvent, QTextCursor
+    from PySide6.QtWidgets import QApplication, QToolTip
+
+    _run(qtbot, page, lambda: page.send(PROMPT))
+    view = page.panes[1].view
+    turn = len(page.transcript.turns) - 1
+    index = next(i for i in range(view.token_count(turn)) if view.token_data(turn, i)[0].text.strip())
+    start = view._tokens[(turn, index)].start
+    cursor = QTextCursor(view.document())
+    cursor.setPosition(start + 1)
+    pos = view.cursorRect(cursor).center()
+    assert view.token_at(pos) == (turn, index)
+    event = QHelpEvent(QEvent.Type.ToolTip, pos, view.viewport().mapToGlobal(pos))
+    QApplication.sendEvent(view.viewport(), event)
+    assert QToolTip.text() == view.tooltip_html(turn, index)
+    QToolTip.hideText()

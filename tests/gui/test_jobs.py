@@ -173,3 +173,19 @@ def test_a_title_given_as_a_function_follows_the_language(runner, qtbot):
     assert job.title == "正在量化 demo"
     _wait(qtbot, job)
     assert job.outcome == "done"
+
+
+def test_a_jobs_thread_ends_with_the_job(runner, qtbot):
+    """A thread that computed keeps an OpenMP team while it lives, and a second
+    team throttles every other (qdesk.core.threads): job threads do not idle."""
+    import os
+
+    ids = []
+
+    def steps():
+        ids.append(threading.get_native_id())
+        yield 1
+
+    job = runner.start("one", steps)
+    _wait(qtbot, job)
+    qtbot.waitUntil(lambda: not os.path.exists(f"/proc/self/task/{ids[0]}"), timeout=5_000)

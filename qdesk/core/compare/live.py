@@ -319,6 +319,13 @@ class ComparedSession:
             for st in states:  # never leave a scorer running past the reply
                 self._settle_quietly(st)
             self._states = []
+            # The scorer threads end with the reply: a thread that once computed
+            # with two threads keeps an OpenMP team, and while it lives every
+            # other stream's team waits like OMP_WAIT_POLICY=PASSIVE
+            # (the docstring of qdesk.core.threads).
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def _run(self, jobs, cancel, states, ref_logits) -> Iterator[ComparedEvent]:
         ref_state = states[0]

@@ -64,9 +64,9 @@ STATS_TOP_K = 20  # the inspector shows up to 20
 # operation (measured on the 2-core machine, benchmarks/bench_chat_ui.py: the GUI
 # chat's tokens/s against the CLI's rose with the interval up to about 0.1 s).
 THROTTLE_MS = 100
-# The live tok/s in a pane's header changes a few times a second, not per token:
-# each new text relays the header out and repaints it.
-SPEED_LABEL_SECONDS = 0.25
+# The live tok/s in a pane's header changes twice a second, not per token: each
+# new figure is a repaint of the header on the GUI thread.
+SPEED_LABEL_SECONDS = 0.5
 
 
 def create_page(context) -> ChatPage:
@@ -239,7 +239,10 @@ class ChatPage(QWidget):
         for c in self.pane_combos:
             c.setToolTip(self.tr("A loaded model for this pane (— for none)."))
         self._fill_combos()
-        self._draw_headers()
+        if self.job is None and getattr(self, "transcript", None) is not None:
+            self._render_all()  # footers and notes too ("48 tokens (at the limit)")
+        else:
+            self._draw_headers()
 
     def changeEvent(self, event) -> None:
         if event.type() == QEvent.Type.LanguageChange:

@@ -63,14 +63,14 @@ class PaneView(QFrame):
         self.details.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.speed = QLabel()
         self.speed.setStyleSheet("color:#555;")
-        self.speed.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        self.speed.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.speed.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.reference_button = self._tool("★")
         self.widen_button = self._tool("⇔")
         self.solo_button = self._tool("□")
         head = QHBoxLayout()
         head.setSpacing(4)
         head.addWidget(self.name, 1)
+        head.addWidget(self.speed)
         head.addWidget(self.reference_button)
         head.addWidget(self.widen_button)
         head.addWidget(self.solo_button)
@@ -94,11 +94,7 @@ class PaneView(QFrame):
         layout.setContentsMargins(6, 4, 6, 4)
         layout.setSpacing(3)
         layout.addLayout(head)
-        info = QHBoxLayout()
-        info.setSpacing(8)
-        info.addWidget(self.details, 1)
-        info.addWidget(self.speed, 1)
-        layout.addLayout(info)
+        layout.addWidget(self.details)
         layout.addWidget(self.view, 1)
         layout.addLayout(foot)
 
@@ -112,6 +108,14 @@ class PaneView(QFrame):
         self.retranslate()
 
     def retranslate(self) -> None:
+        # The live speed changes several times a second while a reply streams: its
+        # box has a fixed size, so a new figure repaints the label without laying
+        # the pane out again; the box is resized only when a figure needs more room
+        # or much less (set_speed). It sits beside the model's name (which the pane
+        # combos above show too), so the details have a row of their own ("g64"
+        # was cut to "g6" at 1280 px when they shared it with the speed).
+        self.speed.setFixedHeight(self.speed.fontMetrics().height() + 2)
+        self._show_speed(*getattr(self, "_speed_values", (None, None)))
         self.speed.setToolTip(self.tr("Decode tokens per second and time to the first token."))
         self.reference_button.setToolTip(self.tr("Make this pane the reference"))
         self.widen_button.setToolTip(self.tr("Widen this pane (again: back to equal widths)"))
@@ -140,15 +144,28 @@ class PaneView(QFrame):
             q = quantization_text(facts)
             parts.append(q if q else self.tr("dense"))
         self.details.setText(" · ".join(parts))
+        self.details.setToolTip(self.details.text())  # the whole line where the pane is narrow
         self.reference_button.setEnabled(not is_reference)
 
     def set_speed(self, tokens_per_second: float | None, ttft: float | None) -> None:
+        self._speed_values = (tokens_per_second, ttft)
+        self._show_speed(tokens_per_second, ttft)
+
+    def _show_speed(self, tokens_per_second: float | None, ttft: float | None) -> None:
+        text = self._speed_text(tokens_per_second, ttft)
+        need = self.speed.fontMetrics().horizontalAdvance(text) + 8 if text else 0
+        have = self.speed.maximumWidth()
+        if need > have or need < have - 40:
+            self.speed.setFixedWidth(need)
+        self.speed.setText(text)
+
+    def _speed_text(self, tokens_per_second: float | None, ttft: float | None) -> str:
         parts = []
         if tokens_per_second:
             parts.append(self.tr("{v:.1f} tok/s").format(v=tokens_per_second))
         if ttft is not None:
             parts.append(self.tr("TTFT {v:.2f}s").format(v=ttft))
-        self.speed.setText(" · ".join(parts))
+        return " · ".join(parts)
 
     def set_versions(self, active: int, count: int) -> None:
         self._branches = (active, count)

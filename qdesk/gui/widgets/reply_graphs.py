@@ -28,9 +28,10 @@ REDRAW_MS = 50  # the fastest redraw
 # paint holds the GIL, and the chat's worker waits for the GIL after every
 # operation, so a share of the GUI thread costs the chat more than that share of
 # its tokens/s (benchmarks/bench_chat_ui.py). So the redraw interval follows
-# the measured paint time: 50 ms where painting is cheap, about 0.2 s on the
-# 2-core machine, where one paint of the three plots takes about 4 ms (15 ms
-# before their axes were cached as pixmaps, see plot_style).
+# the measured cost of a redraw (the plots' new data and their paint): 50 ms
+# where that is cheap, about 0.35 s on the 2-core machine, where it takes about
+# 7 ms (a paint 4-5 ms: 15 ms before the axes were cached as pixmaps, see
+# plot_style).
 PAINT_BUDGET = 0.02
 
 
@@ -127,6 +128,7 @@ class ReplyGraphs(QWidget):
         self._drawn: dict[int, int] = {}  # pane -> tokens drawn
         self._bar_counts: list[int] = []
         self.redraws = 0
+        self._update_seconds = 0.0
         self.timer = QTimer(self)
         self.timer.setInterval(REDRAW_MS)
         self.timer.timeout.connect(self._redraw)
@@ -222,6 +224,7 @@ class ReplyGraphs(QWidget):
     def _redraw(self) -> None:
         if not self._dirty:
             return
+        started = time.perf_counter()
         self._dirty = False
         self.redraws += 1
         counts = []
@@ -243,7 +246,11 @@ class ReplyGraphs(QWidget):
         self._set_ranges(counts)
         if counts != self._bar_counts:
             self._draw_bars(counts)
-        self.timer.setInterval(max(REDRAW_MS, int(1000 * self.view.paint_seconds / PAINT_BUDGET)))
+        # what a redraw costs the GUI thread: the data handed to the plots here,
+        # and the paint that follows
+        self._update_seconds = 0.7 * self._update_seconds + 0.3 * (time.perf_counter() - started)
+        cost = self.view.paint_seconds + self._update_seconds
+        self.timer.setInterval(max(REDRAW_MS, int(1000 * cost / PAINT_BUDGET)))
 
     def _set_ranges(self, counts: list[int]) -> None:
         # Ranges grow in steps that double: an axis whose range changes draws its
@@ -257,9 +264,15 @@ class ReplyGraphs(QWidget):
         klds = [float(np.nanmax(s.kld[: s.n])) for s in self.series
                 if s.n and not np.all(np.isnan(s.kld[: s.n]))]
         top = max(klds, default=0.0)
+        # The ceiling doubles from 1/1024 nats as needed and only halves when the
+        # values shrink fourfold (a new reply): each change redraws the axis.
         if top > self._kld_top or top < self._kld_top / 4 or self._kld_top == 0.0:
-            self._kld_top = max(top * 1.3, 1e-3)
-            self.kld_plot.setYRange(0, self._kld_top, padding=0)
+            ceiling = 2.0 ** -10
+            while ceiling < top * 1.1:
+                ceiling *= 2
+            if ceiling != self._kld_top:
+                self._kld_top = ceiling
+                self.kld_plot.setYRange(0, ceiling, padding=0)
 
     def _draw_bars(self, counts: list[int]) -> None:
         """Bars and labels are made once per pane count, then only moved."""

@@ -14,13 +14,32 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from PySide6.QtCore import QEvent, QPoint, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor, QTextFormat
 from PySide6.QtWidgets import QTextBrowser, QTextEdit, QToolTip, QWidget
 
 from qdesk.gui.widgets.margin_scale import FLIP_COLOR, HIGHLIGHT_COLOR, margin_color
 
 _KEY = QTextFormat.Property.UserProperty + 1  # "turn:index" of the token under a fragment
+_TOOLTIP = QEvent.Type.ToolTip  # looked up once: the filter sees every viewport event
+
+
+class _TooltipFilter(QObject):
+    """The viewport's tooltips, from an event filter rather than an override of
+    ``viewportEvent``: an override is a Python call around the viewport's whole
+    paint, which then runs holding the GIL that the chat's worker needs (the
+    text views repaint several times a second while replies stream). The filter
+    returns before the paint."""
+
+    def __init__(self, view: TokenView) -> None:
+        super().__init__(view)
+        self._view = view
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == _TOOLTIP:
+            self._view._show_tooltip(event)
+            return True
+        return False
 
 
 @dataclass
@@ -45,7 +64,13 @@ class TokenView(QTextBrowser):
         self._blocks: list[tuple] = []  # ("user", text) | ("reply", turn) | ("note", text)
         self._tokens: dict[tuple[int, int], _Token] = {}
         self._order: dict[int, list[int]] = {}  # turn -> token indices in order
+        # Per streamed token the GUI thread takes the GIL from the model's worker,
+        # so appending is kept lean: one cursor reused, one format per tint.
+        self._end: QTextCursor | None = None
+        self._formats: dict[tuple[str, bool], QTextCharFormat] = {}
         self.viewport().setMouseTracking(True)
+        self._tooltips = _TooltipFilter(self)
+        self.viewport().installEventFilter(self._tooltips)
 
     # -- content --
     def clear_all(self) -> None:
@@ -98,9 +123,23 @@ class TokenView(QTextBrowser):
 
     # -- drawing --
     def _cursor_at_end(self) -> QTextCursor:
-        cursor = self.textCursor()
-        cursor.movePosition(QTextCursor.MoveOperation.End)
-        return cursor
+        if self._end is None:
+            self._end = QTextCursor(self.document())
+        self._end.setPosition(self.document().characterCount() - 1)
+        return self._end
+
+    def _format(self, color: str, flip: bool) -> QTextCharFormat:
+        fmt = self._formats.get((color, flip))
+        if fmt is None:
+            fmt = QTextCharFormat()
+            fmt.setBackground(QColor(color))
+            if flip:
+                fmt.setForeground(QColor(FLIP_COLOR))
+                fmt.setFontWeight(QFont.Weight.Bold)
+                fmt.setFontUnderline(True)
+                fmt.setUnderlineColor(QColor(FLIP_COLOR))
+            self._formats[(color, flip)] = fmt
+        return fmt
 
     def _render_block(self, block) -> None:
         cursor = self._cursor_at_end()
@@ -127,15 +166,12 @@ class TokenView(QTextBrowser):
         text = tok.event.text
         tok.start = cursor.position()
         if text:
-            fmt = QTextCharFormat()
-            if not self.plain:
-                fmt.setBackground(QColor(margin_color(tok.event.margin)))
+            if self.plain:
+                fmt = QTextCharFormat()
+            else:
+                flip = tok.agreement is not None and tok.agreement.flip
+                fmt = QTextCharFormat(self._format(margin_color(tok.event.margin), flip))
                 fmt.setProperty(_KEY, f"{turn}:{tok.event.index}")
-                if tok.agreement is not None and tok.agreement.flip:
-                    fmt.setForeground(QColor(FLIP_COLOR))
-                    fmt.setFontWeight(QFont.Weight.Bold)
-                    fmt.setFontUnderline(True)
-                    fmt.setUnderlineColor(QColor(FLIP_COLOR))
             cursor.insertText(text, fmt)
         tok.end = cursor.position()
 
@@ -212,15 +248,12 @@ class TokenView(QTextBrowser):
         self.ensureCursorVisible()
         return True
 
-    def viewportEvent(self, event) -> bool:
-        if event.type() == QEvent.Type.ToolTip:
-            hit = self.token_at(event.pos())
-            if hit is not None:
-                QToolTip.showText(event.globalPos(), self.tooltip_html(*hit), self.viewport())
-            else:
-                QToolTip.hideText()
-            return True
-        return super().viewportEvent(event)
+    def _show_tooltip(self, event) -> None:
+        hit = self.token_at(event.pos())
+        if hit is not None:
+            QToolTip.showText(event.globalPos(), self.tooltip_html(*hit), self.viewport())
+        else:
+            QToolTip.hideText()
 
     def mouseReleaseEvent(self, event) -> None:
         if event.button() == Qt.MouseButton.LeftButton and not self.textCursor().hasSelection():

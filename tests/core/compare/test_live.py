@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from fakes import BigramBackend, random_table
@@ -120,5 +122,8 @@ def test_overlapped_scorer_gives_the_same_figures(reuse):
                             reuse_reference=reuse)
         _, tokens, _ = _run(s)
         runs.append([e.agreement for e in tokens[1]])
+        # the scorer threads end with the reply (an idle one would keep an
+        # OpenMP team that throttles every other: qdesk.core.threads)
+        assert not [t for t in threading.enumerate() if t.name.startswith("qdesk-scorer")]
         s.close_scorers()
     assert runs[0] == runs[1] and len(runs[0]) > 0
