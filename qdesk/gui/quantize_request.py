@@ -31,6 +31,9 @@ class QuantizeOptions:
     hqq_zero: str = "int"
     clip_search: bool | None = None  # RTN only; None: the method's own choice
     signround_iters: int = SignRoundConfig.iters  # SignRound only: iterations per block
+    # GPTQ and SignRound: aim each layer (block) at the dense model's output; None:
+    # the method's own choice (off for GPTQ for its 1.9x time, on for SignRound)
+    dense_targets: bool | None = None
     plan: str = "uniform"  # a preset, "custom" (the table), or a plan file
     budget_bpw: float | None = None
     calib: str = "mix"  # a built-in set or a .txt/.jsonl file
@@ -73,6 +76,8 @@ class QuantizeOptions:
             extra["clip_search"] = self.clip_search
         if self.method == "signround":
             extra["iters"] = self.signround_iters
+        if self.method in ("gptq", "signround") and self.dense_targets is not None:
+            extra["dense_targets"] = self.dense_targets
         return make_config(self.method, bits=self.bits, group_size=self.group_size,
                            symmetric=self.is_symmetric, **extra)
 
@@ -108,7 +113,7 @@ def _parse(name: str, raw):
         return -1 if str(raw) in ("-1", "channel", "per-channel") else _int(name, raw)
     if name in ("symmetric", "chat_template", "force"):
         return _bool(name, raw)
-    if name == "clip_search":
+    if name in ("clip_search", "dense_targets"):
         return None if raw in (None, "", "auto", "none") else _bool(name, raw)
     if name == "budget_bpw":
         if raw in (None, "", "none"):

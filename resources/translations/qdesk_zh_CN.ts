@@ -1633,6 +1633,22 @@ Cancel them and quit? Nothing half-written is left behind.</source>
             <translation>关（普通最小-最大）</translation>
         </message>
         <message>
+            <source>Dense targets:</source>
+            <translation>稠密目标：</translation>
+        </message>
+        <message>
+            <source>auto (off for GPTQ, on for SignRound)</source>
+            <translation>自动（GPTQ 关，SignRound 开）</translation>
+        </message>
+        <message>
+            <source>off</source>
+            <translation>关</translation>
+        </message>
+        <message>
+            <source>Aim each layer at the dense model&apos;s output, so it also makes up for the error the layers before it left (GPTQ: better, about twice the time)</source>
+            <translation>让每一层对准稠密模型的输出，从而也弥补前面各层留下的误差（GPTQ：更好，约两倍耗时）</translation>
+        </message>
+        <message>
             <source>RTN: narrow each group's range to the one with the least squared weight error</source>
             <translation>RTN：把每组的范围收窄到权重平方误差最小的范围</translation>
         </message>

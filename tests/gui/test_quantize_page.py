@@ -257,3 +257,21 @@ def test_settings_dialog_chooses_the_language(make_window, qtbot):
     dialog.language.setCurrentIndex(2)  # system, English, 简体中文
     dialog.accept()
     assert chosen == ["zh_CN"]
+
+
+def test_dense_targets_switch_reaches_the_method_config(tiny):
+    form = tiny.page.form
+    for method, auto in (("gptq", False), ("signround", True)):
+        form.set_options(QuantizeOptions(method=method))
+        assert not form.dense_targets.isHidden()  # the row is shown for this method
+        assert form.options().dense_targets is None
+        assert form.options().config().dense_targets is auto  # the method's own default
+        form.dense_targets.setCurrentIndex(form.dense_targets.findData("on"))
+        assert form.options().config().dense_targets is True
+        form.dense_targets.setCurrentIndex(form.dense_targets.findData("off"))
+        assert form.options().config().dense_targets is False
+    form.set_options(QuantizeOptions(method="awq", dense_targets=True))
+    assert form.dense_targets.isHidden()
+    assert not hasattr(form.options().config(), "dense_targets")  # AWQ has none
+    assert QuantizeOptions.from_mapping({"dense_targets": "on"}).dense_targets is True
+    assert QuantizeOptions.from_mapping({"dense_targets": "auto"}).dense_targets is None

@@ -65,6 +65,9 @@ class QuantizeOptionsForm(QWidget):
         self.clip_search = QComboBox()
         for value in ("auto", "on", "off"):
             self.clip_search.addItem("", value)
+        self.dense_targets = QComboBox()
+        for value in ("auto", "on", "off"):
+            self.dense_targets.addItem("", value)
         self.signround_iters = QSpinBox()
         self.signround_iters.setRange(0, 10_000)
         self.signround_iters.setSingleStep(25)
@@ -118,6 +121,7 @@ class QuantizeOptionsForm(QWidget):
         self._add(form, self.hqq_zero)
         self._add(form, self.clip_search)
         self._add(form, self.signround_iters)
+        self._add(form, self.dense_targets)
         self._add(form, self.bits)
         self._add(form, self.group)
         form.addRow(self.group_note)
@@ -148,8 +152,8 @@ class QuantizeOptionsForm(QWidget):
             layout.addWidget(box)
         layout.addStretch(1)
 
-        for combo in (self.method, self.hqq_zero, self.clip_search, self.bits, self.group,
-                      self.symmetric):
+        for combo in (self.method, self.hqq_zero, self.clip_search, self.dense_targets, self.bits,
+                      self.group, self.symmetric):
             combo.currentIndexChanged.connect(self._edited)
         self.plan.currentIndexChanged.connect(self._plan_chosen)
         self.calib.currentIndexChanged.connect(self._calib_chosen)
@@ -174,6 +178,7 @@ class QuantizeOptionsForm(QWidget):
             self.method: self.tr("Method:"), self.hqq_zero: self.tr("HQQ zero:"),
             self.clip_search: self.tr("Clip search:"), self.bits: self.tr("Bits:"),
             self.signround_iters: self.tr("Iterations:"),
+            self.dense_targets: self.tr("Dense targets:"),
             self.group: self.tr("Group size:"), self.symmetric: self.tr("Zero point:"),
             self.plan: self.tr("Preset:"), self.budget: self.tr("Budget:"),
             self.seed: self.tr("Seed:"),
@@ -206,6 +211,12 @@ class QuantizeOptionsForm(QWidget):
         self.clip_search.setItemText(2, self.tr("off (plain min-max)"))
         self.signround_iters.setToolTip(self.tr("SignRound: gradient steps per decoder block "
                                                 "(more: better and slower)"))
+        self.dense_targets.setItemText(0, self.tr("auto (off for GPTQ, on for SignRound)"))
+        self.dense_targets.setItemText(1, self.tr("on"))
+        self.dense_targets.setItemText(2, self.tr("off"))
+        self.dense_targets.setToolTip(self.tr(
+            "Aim each layer at the dense model's output, so it also makes up for the error "
+            "the layers before it left (GPTQ: better, about twice the time)"))
         self.clip_search.setToolTip(self.tr("RTN: narrow each group's range to the one with the "
                                             "least squared weight error"))
         self.bits.setToolTip(self.tr("Integer width of each weight; fewer bits, smaller model, "
@@ -305,7 +316,7 @@ class QuantizeOptionsForm(QWidget):
         widgets = (self.method, self.hqq_zero, self.clip_search, self.bits, self.group,
                    self.symmetric, self.plan, self.calib, self.samples, self.tokens, self.seed,
                    self.budget, self.chat_template, self.force, self.output,
-                   self.signround_iters)
+                   self.signround_iters, self.dense_targets)
         for w in widgets:
             w.blockSignals(True)
         try:
@@ -313,6 +324,7 @@ class QuantizeOptionsForm(QWidget):
             self.hqq_zero.setCurrentIndex(0 if o.hqq_zero == "int" else 1)
             self.clip_search.setCurrentIndex({None: 0, True: 1, False: 2}[o.clip_search])
             self.signround_iters.setValue(o.signround_iters)
+            self.dense_targets.setCurrentIndex({None: 0, True: 1, False: 2}[o.dense_targets])
             self.bits.setCurrentIndex(BITS.index(o.bits))
             self.group.setCurrentIndex(GROUP_SIZES.index(o.group_size))
             self.symmetric.setCurrentIndex(0 if o.symmetric else 1)
@@ -353,6 +365,7 @@ class QuantizeOptionsForm(QWidget):
             hqq_zero=self.hqq_zero.currentData(),
             clip_search={"auto": None, "on": True, "off": False}[self.clip_search.currentData()],
             signround_iters=self.signround_iters.value(),
+            dense_targets={"auto": None, "on": True, "off": False}[self.dense_targets.currentData()],
             plan=self._plan_file if plan == _FILE else plan,
             budget_bpw=self.budget.value() or None,
             calib=self._calib_file if calib == _FILE else calib,
@@ -374,6 +387,7 @@ class QuantizeOptionsForm(QWidget):
         self._method_form.setRowVisible(self.hqq_zero, method == "hqq")
         self._method_form.setRowVisible(self.clip_search, method == "rtn")
         self._method_form.setRowVisible(self.signround_iters, method == "signround")
+        self._method_form.setRowVisible(self.dense_targets, method in ("gptq", "signround"))
         if method == "hqq":
             self.symmetric.setCurrentIndex(1)
         self.symmetric.setEnabled(method != "hqq")
