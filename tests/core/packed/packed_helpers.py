@@ -63,3 +63,18 @@ def best_kernel(bits: int, group: int, symmetric: bool = True, float_zero: bool 
 def runtime_of(counts: dict[str, int]) -> str:
     """The start of ``quantization.runtime`` for these kernel counts."""
     return "packed (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
+def expected_kernels(model, bits: int, group: int, symmetric: bool = True,
+                     float_zero: bool = False, dtype=torch.bfloat16) -> dict[str, int]:
+    """Kernel -> how many of ``model``'s decoder Linears a packed load puts on it:
+    the choice depends on each layer's input width (torch's int8 op takes only a
+    group as wide as the row), and the ranking of the ops on how this CPU's
+    one-time probe came out (a busy machine ranked torch's int8 op above qdesk's
+    kernel where both apply)."""
+    counts: dict[str, int] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and "lm_head" not in name:
+            kernel = best_kernel(bits, group, symmetric, float_zero, dtype, k=m.in_features)
+            counts[kernel] = counts.get(kernel, 0) + 1
+    return counts
