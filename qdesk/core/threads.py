@@ -2,9 +2,10 @@
 
 What this rests on (read in the libraries, checked on this machine):
 
-- One OpenMP runtime serves the whole process. torch's wheel bundles a
+- One OpenMP runtime serves torch and llama.cpp. torch's wheel bundles a
   ``libgomp.so.1``, llama.cpp links the system's ``libgomp.so.1``; the same
-  soname, so whichever loads first serves both (``/proc/self/maps`` shows one).
+  soname, so whichever loads first serves both. (sentencepiece's wheel brings
+  a renamed copy, ``libgomp-<hash>.so``, for itself alone.)
   Its wait policy (``OMP_WAIT_POLICY``) is read once, when it loads: it cannot
   differ per library or per model, only per process.
 - llama.cpp's CPU backend, built with OpenMP (the default, and qdesk's build),
