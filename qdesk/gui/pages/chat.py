@@ -239,7 +239,7 @@ class ChatPage(QWidget):
         for c in self.pane_combos:
             c.setToolTip(self.tr("A loaded model for this pane (— for none)."))
         self._fill_combos()
-        if self.job is None and getattr(self, "transcript", None) is not None:
+        if self.job is None and self.transcript is not None:
             self._render_all()  # footers and notes too ("48 tokens (at the limit)")
         else:
             self._draw_headers()

@@ -102,6 +102,7 @@ class PaneView(QFrame):
         self.widen_button.clicked.connect(lambda: self.widen_requested.emit(self.index))
         self.solo_button.clicked.connect(lambda: self.solo_requested.emit(self.index))
         self._branches = (0, 1)
+        self._speed_values: tuple[float | None, float | None] = (None, None)
         self.prev_button.clicked.connect(lambda: self._step_version(-1))
         self.next_button.clicked.connect(lambda: self._step_version(+1))
         self.set_versions(0, 1)
@@ -115,7 +116,7 @@ class PaneView(QFrame):
         # combos above show too), so the details have a row of their own ("g64"
         # was cut to "g6" at 1280 px when they shared it with the speed).
         self.speed.setFixedHeight(self.speed.fontMetrics().height() + 2)
-        self._show_speed(*getattr(self, "_speed_values", (None, None)))
+        self._show_speed(*self._speed_values)
         self.speed.setToolTip(self.tr("Decode tokens per second and time to the first token."))
         self.reference_button.setToolTip(self.tr("Make this pane the reference"))
         self.widen_button.setToolTip(self.tr("Widen this pane (again: back to equal widths)"))

@@ -46,6 +46,22 @@ def _row(*widgets, stretch_first=True) -> QWidget:
     return w
 
 
+_TRISTATE = {"auto": None, "on": True, "off": False}  # item data -> option value
+
+
+def _tristate_combo() -> QComboBox:
+    """auto / on / off for an option whose None means the method's own choice
+    (the texts are set in retranslate)."""
+    combo = QComboBox()
+    for key in _TRISTATE:
+        combo.addItem("", key)
+    return combo
+
+
+def _set_tristate(combo: QComboBox, value: bool | None) -> None:
+    combo.setCurrentIndex(combo.findData(next(k for k, v in _TRISTATE.items() if v is value)))
+
+
 class QuantizeOptionsForm(QWidget):
     changed = Signal()
     preview_requested = Signal()
@@ -62,12 +78,8 @@ class QuantizeOptionsForm(QWidget):
         self.hqq_zero = QComboBox()
         self.hqq_zero.addItem("", "int")
         self.hqq_zero.addItem("", "float")
-        self.clip_search = QComboBox()
-        for value in ("auto", "on", "off"):
-            self.clip_search.addItem("", value)
-        self.dense_targets = QComboBox()
-        for value in ("auto", "on", "off"):
-            self.dense_targets.addItem("", value)
+        self.clip_search = _tristate_combo()
+        self.dense_targets = _tristate_combo()
         self.signround_iters = QSpinBox()
         self.signround_iters.setRange(0, 10_000)
         self.signround_iters.setSingleStep(25)
@@ -322,9 +334,9 @@ class QuantizeOptionsForm(QWidget):
         try:
             self.method.setCurrentIndex(METHODS.index(o.method))
             self.hqq_zero.setCurrentIndex(0 if o.hqq_zero == "int" else 1)
-            self.clip_search.setCurrentIndex({None: 0, True: 1, False: 2}[o.clip_search])
+            _set_tristate(self.clip_search, o.clip_search)
             self.signround_iters.setValue(o.signround_iters)
-            self.dense_targets.setCurrentIndex({None: 0, True: 1, False: 2}[o.dense_targets])
+            _set_tristate(self.dense_targets, o.dense_targets)
             self.bits.setCurrentIndex(BITS.index(o.bits))
             self.group.setCurrentIndex(GROUP_SIZES.index(o.group_size))
             self.symmetric.setCurrentIndex(0 if o.symmetric else 1)
@@ -363,9 +375,9 @@ class QuantizeOptionsForm(QWidget):
             group_size=self.group.currentData(),
             symmetric=bool(self.symmetric.currentData()),
             hqq_zero=self.hqq_zero.currentData(),
-            clip_search={"auto": None, "on": True, "off": False}[self.clip_search.currentData()],
+            clip_search=_TRISTATE[self.clip_search.currentData()],
             signround_iters=self.signround_iters.value(),
-            dense_targets={"auto": None, "on": True, "off": False}[self.dense_targets.currentData()],
+            dense_targets=_TRISTATE[self.dense_targets.currentData()],
             plan=self._plan_file if plan == _FILE else plan,
             budget_bpw=self.budget.value() or None,
             calib=self._calib_file if calib == _FILE else calib,
