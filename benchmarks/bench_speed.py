@@ -14,6 +14,11 @@
    packed (RTN of the same random weights), the same decode loop (statistics
    on, no detokenizer: the vocabulary is random).
 
+Each packed model runs twice: as loaded (the checkpoint's exact product) and
+with the opt-in int8-activation decode step (``--int8-activations``: llama.cpp's
+way, approximate); for the demo, what the switch costs in agreement is measured
+decode step by decode step against the exact product.
+
 Targets: demo >= 1.6x dense tokens/s and weights <= 0.45x; 1B shape >= 3x.
 
     .venv/bin/python benchmarks/bench_speed.py [--runs 5] [--tokens 64] [--checkpoint DIR]
@@ -64,9 +69,9 @@ def bench_kernels() -> None:
     native_ok = native.library() is not None
     print("\nkernels, one thread, median microseconds (speedup over dense bf16 / float32); "
           f"qdesk's kernel: {native.simd() or native.why_not()}")
-    print("| in -> out | rows | qdesk int4 g64 (f32) | torch int4 g64 (bf16) | int8 channel | "
-          "dense bf16 | dense f32 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| in -> out | rows | qdesk int4 g64 (f32) | same, int8 activations | "
+          "torch int4 g64 (bf16) | int8 channel | dense bf16 | dense f32 |")
+    print("|---|---|---|---|---|---|---|---|")
     g = torch.Generator().manual_seed(0)
     for k, n in shapes:
         q = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
@@ -77,6 +82,9 @@ def bench_kernels() -> None:
         l4 = QuantLinear(qw4, dtype=torch.bfloat16, kernel="int4")
         l8 = QuantLinear(qw8, dtype=torch.bfloat16, kernel="int8")
         ln = QuantLinear(qw4, dtype=torch.float32, kernel="native") if native_ok else None
+        lq = QuantLinear(qw4, dtype=torch.float32, kernel="native") if native_ok else None
+        if lq is not None:
+            lq.impl.int8_activations = True
         wb = qw4.dequantize(torch.bfloat16)
         wf = wb.float()
         # 64 / 128 rows: qdesk's kernel / torch's ops dequantize + matmul from there (DENSE_FROM_ROWS)
@@ -86,11 +94,14 @@ def bench_kernels() -> None:
             xf = xb.float()
             with torch.inference_mode():
                 tn = median_us(functools.partial(ln, xf), reps) if ln is not None else float("nan")
+                tq = (median_us(functools.partial(lq, xf), reps)
+                      if lq is not None and rows == 1 else float("nan"))  # one row only
                 t4 = median_us(functools.partial(l4, xb), reps)
                 t8 = median_us(functools.partial(l8, xb), reps)
                 tb = median_us(functools.partial(F.linear, xb, wb), reps)
                 tf = median_us(functools.partial(F.linear, xf, wf), reps)
             print(f"| {k} -> {n} | {rows} | {tn:.0f} ({tb / tn:.1f}x / {tf / tn:.1f}x) | "
+                  f"{tq:.0f} ({tb / tq:.1f}x / {tf / tq:.1f}x) | "
                   f"{t4:.0f} ({tb / t4:.1f}x / {tf / t4:.1f}x) | "
                   f"{t8:.0f} ({tb / t8:.1f}x / {tf / t8:.1f}x) | {tb:.0f} | {tf:.0f} |")
     torch.set_num_threads(torch.get_num_interop_threads())
@@ -161,19 +172,29 @@ def make_checkpoint(out: Path) -> Path:
     return out
 
 
+INT8_ROW = "4-bit g64 packed, int8 activations"
+
+
 def bench_demo(checkpoint: Path, runs: int, n_tokens: int) -> dict:
     from qdesk.core.models import open_model
+    from qdesk.core.packed.native_kernels import use_int8_activations
 
     models = {"dense": open_model("demo", backend="hf"),
               "4-bit g64 packed": open_model(str(checkpoint), backend="hf")}
     prompt = models["dense"].backend.tokenizer.encode_chat([{"role": "user", "content": PROMPT}])
-    rates = {k: [] for k in models}
+    # the packed model once more with the opt-in int8-activation decode step,
+    # switched on around its own runs
+    rows = [(k, m, False) for k, m in models.items()]
+    rows.append((INT8_ROW, models["4-bit g64 packed"], True))
+    rates = {k: [] for k, _, _ in rows}
     for m in models.values():  # warm-up
         qdesk_generation(m.backend, prompt, 8)
     for _ in range(runs):
-        for k, m in models.items():
+        for k, m, int8 in rows:
+            use_int8_activations(m.model, int8)
             rates[k].append(qdesk_generation(m.backend, prompt, n_tokens))
-    facts = {k: m.facts for k, m in models.items()}
+    use_int8_activations(models["4-bit g64 packed"].model, False)
+    facts = {k: m.facts for k, m, _ in rows}
     for m in models.values():
         m.close()
     del models
@@ -206,6 +227,38 @@ def bench_fidelity(checkpoint: Path, windows: int = 8, ctx: int = 256) -> dict:
     return out
 
 
+def bench_int8_fidelity(checkpoint: Path, tokens: int = 256) -> dict:
+    """What the int8-activation decode step costs in agreement: the packed model
+    fed the held-out text one token at a time (decode steps, the only ones the
+    switch changes), with the switch on against off (the checkpoint's exact
+    product): mean KLD and how often the top token is the same."""
+    import numpy as np
+    import torch
+
+    from qdesk.core.compare.texts import encode_text, load_text
+    from qdesk.core.models import open_model
+    from qdesk.core.packed.native_kernels import use_int8_activations
+
+    packed = open_model(str(checkpoint), backend="hf")
+    ids, _ = encode_text(packed.backend.tokenizer, load_text("heldout")[1])
+    ids = ids[:tokens]
+
+    def stepwise(int8: bool) -> torch.Tensor:
+        use_int8_activations(packed.model, int8)
+        b = packed.backend
+        b.reset()
+        out = [b.prefill(ids[:1])]
+        out += [b.feed([t]) for t in ids[1:]]
+        return torch.from_numpy(np.stack(out)).double()
+
+    exact, fast = stepwise(False), stepwise(True)
+    lp, lq = exact.log_softmax(-1), fast.log_softmax(-1)
+    kld = (lp.exp() * (lp - lq)).sum(-1)
+    packed.close()
+    return {"tokens": len(ids), "mean_kld": float(kld.mean()), "max_kld": float(kld.max()),
+            "same_top": float((exact.argmax(-1) == fast.argmax(-1)).double().mean())}
+
+
 def random_llama_1b(dtype_name: str):
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
@@ -231,6 +284,7 @@ def bench_1b(runs: int, n_tokens: int) -> dict:
     from qdesk.core.chat.hf_backend import HFBackend
     from qdesk.core.models.device import DecodeShape, choose_placement
     from qdesk.core.packed import pack_linears, packed_placement
+    from qdesk.core.packed.native_kernels import use_int8_activations
     from qdesk.core.quant.primitives import QuantizedWeight, choose_qparams, quantize
 
     c = LLAMA_1B
@@ -265,18 +319,24 @@ def bench_1b(runs: int, n_tokens: int) -> dict:
     class _Tok:  # the loop never detokenizes
         pass
 
+    p = packed_place.dtype
     backends = {f"dense {dense_place.dtype}": HFBackend(dense, _Tok(), "dense", 4096),
-                f"4-bit g64 packed {packed_place.dtype}": HFBackend(packed, _Tok(), "q4", 4096),
-                f"4-bit g64 packed {packed_place.dtype}, head 4-bit too":
+                f"4-bit g64 packed {p}": HFBackend(packed, _Tok(), "q4", 4096),
+                f"4-bit g64 packed {p}, head 4-bit too":
                     HFBackend(packed_head, _Tok(), "q4h", 4096)}
+    # the same two packed models with the opt-in int8-activation decode step,
+    # switched on and off around their own runs
+    rows = [(k, b, False) for k, b in backends.items()]
+    rows += [(f"{k}, int8 activations", backends[k], True) for k in list(backends)[1:]]
     prompt = list(range(1000, 1040))
-    rates = {k: [] for k in backends}
+    rates = {k: [] for k, _, _ in rows}
     for b in backends.values():
         decode_with_stats(b, prompt, 4)
     for _ in range(runs):
-        for k, b in backends.items():
+        for k, b, int8 in rows:
+            use_int8_activations(b.model, int8)
             rates[k].append(decode_with_stats(b, prompt, n_tokens))
-    weights = {k: b.model.get_memory_footprint() for k, b in backends.items()}
+    weights = {k: b.model.get_memory_footprint() for k, b, _ in rows}
     return {"rates": rates, "weights": weights, "kernels": kernels,
             "reasons": (dense_place.reason, packed_place.reason)}
 
@@ -285,12 +345,16 @@ def _ratio_table(title: str, rates: dict, weights: dict) -> None:
     med = {k: statistics.median(v) for k, v in rates.items()}
     base = next(iter(med))
     print(f"\n{title}")
-    print("| model | tokens/s (median) | runs | speed ratio | weights MiB | memory ratio |")
-    print("|---|---|---|---|---|---|")
+    print("| model | tokens/s (median) | runs | speed ratio (medians) | median of paired ratios "
+          "| weights MiB | memory ratio |")
+    print("|---|---|---|---|---|---|---|")
     for k, m in med.items():
         runs = " ".join(f"{x:.1f}" for x in rates[k])
-        print(f"| {k} | {m:.1f} | {runs} | {m / med[base]:.2f}x | {weights[k] / 2**20:.0f} | "
-              f"{weights[k] / weights[base]:.2f}x |")
+        # each run against the base model's run of the same round: the machine's
+        # drift (10-25% over minutes here) cancels within a round
+        paired = statistics.median(a / b for a, b in zip(rates[k], rates[base]))
+        print(f"| {k} | {m:.1f} | {runs} | {m / med[base]:.2f}x | {paired:.2f}x | "
+              f"{weights[k] / 2**20:.0f} | {weights[k] / weights[base]:.2f}x |")
 
 
 def main() -> None:
@@ -326,13 +390,19 @@ def main() -> None:
         for k, m in r["memory"].items():
             print(f"| {k} ({m['dtype']}) | {m['before'] / 2**20:.0f} | {m['after'] / 2**20:.0f} | "
                   f"{(m['after'] - m['before']) / 2**20:.0f} | {m['weights'] / 2**20:.0f} |")
-        for k in names:
+        for k in names[:2]:
             print(f"{k}: {r['facts'][k].dtype_reason}; {r['facts'][k].quantization.get('runtime', '')}")
         with tempfile.TemporaryDirectory() as tmp:
             f = bench_fidelity(args.checkpoint or make_checkpoint(Path(tmp) / "smol-rtn4-g64"))
         print(f"\nthe packed model in {f['dtype']} against the same checkpoint in exact float32, "
               f"held-out text, {f['windows']} windows of {f['ctx']}: mean KLD {f['mean_kld']:.5f}, "
               f"same top p {100 * f['same_top_p']:.2f}%")
+        with tempfile.TemporaryDirectory() as tmp:
+            f = bench_int8_fidelity(args.checkpoint or make_checkpoint(Path(tmp) / "smol-rtn4-g64"))
+        print(f"int8 activations on against off (the exact product), the packed model fed "
+              f"{f['tokens']} held-out tokens one decode step at a time: mean KLD "
+              f"{f['mean_kld']:.5f} (largest {f['max_kld']:.4f}), same top token "
+              f"{100 * f['same_top']:.2f}%")
     if not args.skip_1b:
         r = bench_1b(args.runs, args.tokens)
         _ratio_table(f"random-weight Llama-3.2-1B shape, decode with statistics, {args.tokens} "

@@ -61,7 +61,8 @@ def cmd_chat(args) -> int:
         return 0
     for pane, m in zip(panes, loaded):
         r = pane.reply
-        print(f"== {m.facts.name} [{m.facts.backend}, {m.facts.device} {m.facts.dtype}] ==")
+        int8 = ", int8 activations" if m.facts.quantization.get("int8_activations") else ""
+        print(f"== {m.facts.name} [{m.facts.backend}, {m.facts.device} {m.facts.dtype}{int8}] ==")
         print(r.text)
         print(
             f"-- {r.n_tokens} tokens ({r.finish_reason}), prompt {r.prompt_tokens} tokens, "

@@ -111,6 +111,11 @@ def add_load_options(p: argparse.ArgumentParser, backend_help: str) -> None:
         "--trust-remote-code", action="store_true",
         help="run Python code shipped with the model (only for models you trust)",
     )
+    p.add_argument(
+        "--int8-activations", action="store_true",
+        help="packed checkpoints on the CPU: decode with activations rounded to int8 per 64 "
+             "values (faster, as llama.cpp does; not the checkpoint's exact product)",
+    )
 
 
 def load_options(args) -> dict:
@@ -119,4 +124,5 @@ def load_options(args) -> dict:
     return {
         "backend": args.backend, "dtype": args.dtype, "n_ctx": args.n_ctx,
         "trust_remote_code": args.trust_remote_code,
+        "int8_activations": getattr(args, "int8_activations", False),
     }

@@ -45,8 +45,11 @@ def quantization_text(q: dict) -> str:
         text = " ".join(parts)
         if q.get("plan"):
             text += " · " + QCoreApplication.translate("Formatting", "plan {plan}").format(plan=q["plan"])
-        return text
-    return str(q.get("format", ""))
+    else:
+        text = str(q.get("format", ""))
+    if q.get("int8_activations"):
+        text += " · " + QCoreApplication.translate("Formatting", "int8 activations (approximate)")
+    return text
 
 
 def _field(check, name: str):

@@ -314,6 +314,7 @@ class MainWindow(QMainWindow):
         s.register("load", self._script_load, "load MODEL [backend=auto|hf|llamacpp]")
         s.register("select", self._script_select, "select MODEL [backend=...]")
         s.register("unload", self._script_unload, "unload MODEL [backend=...]")
+        s.register("int8", self._script_int8, "int8 MODEL on|off [backend=...]")
         s.register("page", self._script_page, "page KEY")
         s.register("language", self._script_language, "language en|zh_CN")
         s.register("resize", self._script_resize, "resize WIDTH HEIGHT")
@@ -343,6 +344,13 @@ class MainWindow(QMainWindow):
         entry = self.models.find(text, backend)
         if entry is None or not self.models.unload(entry.key):
             raise BadInput(f"{text}: cannot unload it")
+
+    def _script_int8(self, text: str, state: str, backend: str = "auto") -> None:
+        entry = self.models.find(text, backend)
+        if state not in ("on", "off"):
+            raise BadInput(f"int8 wants on or off, not {state}")
+        if entry is None or not self.models.set_int8_activations(entry.key, state == "on"):
+            raise BadInput(f"{text}: its decoding cannot be switched")
 
     def _script_page(self, key: str) -> None:
         if key not in self._pages:

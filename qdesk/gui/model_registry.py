@@ -194,6 +194,33 @@ class ModelRegistry(QObject):
         self.load(entry.text, entry.backend, name=entry.name, origin=entry.origin,
                   self_check=entry.self_check, select=False)
 
+    def can_use_int8_activations(self, key: str) -> bool:
+        """Whether the entry is a loaded packed model the int8-activation switch
+        changes (``LoadedModel.can_use_int8_activations``)."""
+        entry = self._entries.get(key)
+        return entry is not None and entry.state == READY and entry.loaded.can_use_int8_activations()
+
+    def set_int8_activations(self, key: str, on: bool) -> bool:
+        """Switch a packed model's decode steps to int8 activations or back
+        (``LoadedModel.set_int8_activations``); refused (with a dialog) while a
+        job uses the model, so no reply mixes the two."""
+        entry = self._entries.get(key)
+        if entry is None or entry.state != READY:
+            return False
+        holder = self._runner.busy_job(key)
+        if holder is not None:
+            self._runner.show_error(
+                self.tr("Busy"),
+                self.tr("{model} is in use by “{job}”; its decoding can be switched when that "
+                        "ends.").format(model=entry.name, job=holder.title),
+            )
+            return False
+        if not entry.loaded.set_int8_activations(on):
+            return False
+        self._entries[key] = replace(entry)  # a new entry: the facts changed
+        self.changed.emit(key)
+        return True
+
     def unload(self, key: str) -> bool:
         """Free a model's memory; refused (with a dialog) while a job uses it."""
         entry = self._entries.get(key)

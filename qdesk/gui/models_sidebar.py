@@ -391,6 +391,17 @@ class ModelsSidebar(QWidget):
         if item.data(0, _KEY):
             key = item.data(0, _KEY)
             menu.addAction(self.tr("Unload"), lambda: self.models.unload(key))
+            if self.models.can_use_int8_activations(key):
+                entry = self.models.entry(key)
+                action = menu.addAction(self.tr("Decode with int8 activations (faster, approximate)"))
+                action.setCheckable(True)
+                action.setChecked(bool(entry.facts.quantization.get("int8_activations")))
+                action.setToolTip(self.tr(
+                    "Each decode step rounds the activations to int8 per 64 values and uses "
+                    "integer dot products, as llama.cpp does: faster on the CPU, but no longer "
+                    "the checkpoint's exact product. Prefills and comparisons stay exact."))
+                action.toggled.connect(lambda on: self.models.set_int8_activations(key, on))
+                menu.setToolTipsVisible(True)
         elif item.data(0, _REF):
             text, backend = item.data(0, _REF)
             menu.addAction(self.tr("Load"), lambda: self.request_load(text, self._chosen_backend(backend)))

@@ -32,7 +32,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("qdesk_cpu.c")
-ABI = 2  # qd_abi() of the source this module expects
+ABI = 3  # qd_abi() of the source this module expects
 _why_not: list[str] = []
 
 
@@ -93,9 +93,11 @@ def build(cc: str, flags: list[str], out: Path) -> None:
 def declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
     lib.qd_gemm_codes.argtypes = [i32, p, p, i32, p, f32, i64, i64, i64, p, i64, p, i32]
+    lib.qd_gemm_codes_q8.argtypes = lib.qd_gemm_codes.argtypes
     lib.qd_dequant_codes.argtypes = [i32, p, p, i32, p, f32, i64, i64, i64, p, i32]
     lib.qd_gemm_w16.argtypes = [p, i32, i64, i64, p, i64, p, i32]
-    lib.qd_gemm_codes.restype = lib.qd_dequant_codes.restype = lib.qd_gemm_w16.restype = None
+    for fn in (lib.qd_gemm_codes, lib.qd_gemm_codes_q8, lib.qd_dequant_codes, lib.qd_gemm_w16):
+        fn.restype = None
     lib.qd_abi.restype = lib.qd_simd.restype = i32
     return lib
 

@@ -888,6 +888,10 @@
     <context>
         <name>PaneView</name>
         <message>
+            <source>int8 act</source>
+            <translation>int8 激活</translation>
+        </message>
+        <message>
             <source>Decode tokens per second and time to the first token.</source>
             <translation>每秒解码词元数和首个词元的用时。</translation>
         </message>
@@ -1073,6 +1077,10 @@
     </context>
     <context>
         <name>Formatting</name>
+        <message>
+            <source>int8 activations (approximate)</source>
+            <translation>int8 激活（近似）</translation>
+        </message>
         <message>
             <source>{n} GiB</source>
             <translation>{n} GiB</translation>
@@ -1324,6 +1332,10 @@ Cancel them and quit? Nothing half-written is left behind.</source>
     <context>
         <name>ModelRegistry</name>
         <message>
+            <source>{model} is in use by “{job}”; its decoding can be switched when that ends.</source>
+            <translation>{model} 正被“{job}”使用；该任务结束后才能切换其解码方式。</translation>
+        </message>
+        <message>
             <source>Loading {name}</source>
             <translation>正在加载 {name}</translation>
         </message>
@@ -1342,6 +1354,14 @@ Cancel them and quit? Nothing half-written is left behind.</source>
     </context>
     <context>
         <name>ModelsSidebar</name>
+        <message>
+            <source>Decode with int8 activations (faster, approximate)</source>
+            <translation>用 int8 激活解码（更快，近似）</translation>
+        </message>
+        <message>
+            <source>Each decode step rounds the activations to int8 per 64 values and uses integer dot products, as llama.cpp does: faster on the CPU, but no longer the checkpoint&apos;s exact product. Prefills and comparisons stay exact.</source>
+            <translation>每个解码步骤把激活按每 64 个值舍入为 int8，并用整数点积计算（与 llama.cpp 相同）：在 CPU 上更快，但不再是检查点的精确乘积。预填充和比较仍然精确。</translation>
+        </message>
         <message>
             <source>Models</source>
             <translation>模型</translation>

@@ -3,6 +3,7 @@ the memory estimate before loading, recent models."""
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtWidgets import QMessageBox
 
 from qdesk.gui.widgets.download_dialog import DownloadDialog
@@ -111,3 +112,63 @@ def test_long_facts_wrap_without_losing_a_line(make_window, qapp, qtbot):
         assert source.height() >= 3 * source.fontMetrics().height()  # it wraps, all shown
     finally:
         qapp.setFont(font)
+
+
+def _packed_checkpoint(source_folder, out):
+    """A 4-bit group-64 RTN checkpoint of ``source_folder`` (qdesk's own writer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qdesk.core.quant.checkpoint import write_checkpoint
+    from qdesk.core.quant.primitives import QuantizedWeight, choose_qparams, quantize
+
+    model = AutoModelForCausalLM.from_pretrained(str(source_folder), dtype=torch.float32)
+    records = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name != "lm_head":
+            w = module.weight.detach()
+            scale, zero = choose_qparams(w, 4, 64, True)
+            records[name] = QuantizedWeight(quantize(w, scale, zero, 4, 64), scale, zero, 4, 64)
+    recipe = {"config": {"method": "rtn", "bits": 4, "group_size": 64, "symmetric": True},
+              "parameters": model.num_parameters()}
+    return write_checkpoint(model, AutoTokenizer.from_pretrained(str(source_folder)), records,
+                            out, recipe)
+
+
+def test_a_packed_model_switches_to_int8_activations_and_back(make_window, qtbot, tiny_llama,
+                                                              tmp_path):
+    import threading
+
+    from qdesk.core.packed import native
+
+    if native.library() is None:
+        pytest.skip(f"qdesk's CPU kernels: {native.why_not()}")
+    w = make_window()
+    models, bar = w.window.models, w.window.sidebar
+    dense = w.load(str(tiny_llama))
+    assert not models.can_use_int8_activations(dense.key)
+    packed = w.load(str(_packed_checkpoint(tiny_llama, tmp_path / "q4")))
+    assert packed.state == "ready" and models.can_use_int8_activations(packed.key)
+    models.select(packed.key)
+    chat = w.window.page("chat")
+    assert chat.set_models([packed.key])
+    assert "int8" not in bar.facts._values["quantization"].text()
+    assert "int8" not in chat.panes[0].details.text()
+    assert models.set_int8_activations(packed.key, True)
+    assert models.entry(packed.key).facts.quantization["int8_activations"] is True
+    assert "int8 activations" in bar.facts._values["quantization"].text()
+    assert "int8 act" in chat.panes[0].details.text()  # the pane's header is redrawn
+    # refused while a job uses the model: no reply mixes the two products
+    release = threading.Event()
+    job = w.window.runner.start_call("holds the model", lambda report: release.wait(30),
+                                     models=(packed.key,))
+    assert job is not None
+    assert not models.set_int8_activations(packed.key, False)
+    assert w.errors and "in use" in w.errors[-1][1]
+    assert models.entry(packed.key).facts.quantization["int8_activations"] is True
+    release.set()
+    qtbot.waitUntil(w.window.runner.is_idle, timeout=30_000)
+    assert models.set_int8_activations(packed.key, False)
+    assert "int8_activations" not in models.entry(packed.key).facts.quantization
+    assert "int8" not in bar.facts._values["quantization"].text()
+    assert "int8" not in chat.panes[0].details.text()

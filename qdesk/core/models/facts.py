@@ -3,7 +3,7 @@ that owns it."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,34 @@ class LoadedModel:
     facts: ModelFacts
     model: object = None  # the torch module (hf backend), for quantization and analysis
     hf_tokenizer: object = None
+
+    def can_use_int8_activations(self) -> bool:
+        """Whether ``set_int8_activations`` would change anything: a packed
+        checkpoint with 4-bit codes in groups of 64s on qdesk's CPU kernel."""
+        if self.model is None or self.facts.backend != "hf":
+            return False
+        from qdesk.core.packed.native_kernels import int8_capable
+
+        return bool(int8_capable(self.model))
+
+    def set_int8_activations(self, on: bool) -> int:
+        """Switch a packed checkpoint's decode steps to int8-rounded activations
+        (``qdesk.core.packed.native_kernels.use_int8_activations``: faster, not
+        the exact product) or back; the facts record it (``quantization
+        ["int8_activations"]``). Returns how many kernels took it: 0 for a model
+        that has none (dense, llama.cpp, another kernel or format), whose facts
+        stay."""
+        if self.model is None or self.facts.backend != "hf":
+            return 0
+        from qdesk.core.packed.native_kernels import use_int8_activations
+
+        count = use_int8_activations(self.model, on)
+        if count:
+            q = {k: v for k, v in self.facts.quantization.items() if k != "int8_activations"}
+            if on:
+                q["int8_activations"] = True
+            self.facts = replace(self.facts, quantization=q)
+        return count
 
     def close(self) -> None:
         self.backend.close()

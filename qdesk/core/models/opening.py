@@ -45,9 +45,14 @@ def open_model(
     dtype: str | None = None,
     n_ctx: int | None = None,
     trust_remote_code: bool = False,
+    int8_activations: bool = False,
 ) -> LoadedModel:
     """Load a model on a backend: "hf" (transformers), "llamacpp", or "auto"
-    (llama.cpp for a .gguf file, transformers for everything else)."""
+    (llama.cpp for a .gguf file, transformers for everything else).
+
+    ``int8_activations``: a packed checkpoint on qdesk's CPU kernel decodes with
+    int8-rounded activations (``native_kernels.use_int8_activations``: faster,
+    not the checkpoint's exact product); the facts say so. No effect elsewhere."""
     if isinstance(ref, str):
         ref = resolve(ref)
     if backend not in BACKENDS:
@@ -66,7 +71,7 @@ def open_model(
     path = local_folder(ref, progress)
     if ref.kind == "gguf":
         path = _dense_copy_of_gguf(ref.path, progress)
-    loaded = _open_hf(ref, path, dtype, trust_remote_code)
+    loaded = _open_hf(ref, path, dtype, trust_remote_code, int8_activations)
     if ref.kind in ("gguf", "demo", "hf"):
         loaded.facts = _with_quantized_source(loaded.facts, path)
     return loaded
@@ -169,7 +174,8 @@ def _inspect_hf(ref: ModelRef, path: Path, trust_remote_code: bool):
     return raw, config, files, records, dict(quant), _decode_shape(path, config, records)
 
 
-def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bool) -> LoadedModel:
+def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bool,
+             int8_activations: bool = False) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -203,7 +209,7 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
         raise BadInput(f"{ref.text}: its tokenizer cannot be loaded ({_one_line(e)})") from None
     try:
         if packed:
-            model, missing = packed.load(), ()
+            model, missing = packed.load(int8_activations), ()
         else:
             model, info = AutoModelForCausalLM.from_pretrained(
                 str(path),

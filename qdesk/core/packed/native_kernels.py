@@ -12,6 +12,13 @@ return the input's dtype.
 A decode step is a few rows: the kernel. From ``DENSE_FROM_ROWS`` rows on (a
 prefill, scoring), the weight is formed in float32 once per call and goes
 through torch's matmul, which reuses each weight for many rows.
+
+Opt-in, per model (``use_int8_activations``): a decode step's single row is
+rounded to int8 per block of 64 columns and multiplied with integer dot
+products, as llama.cpp does on the CPU. Several times fewer instructions per
+weight, but the product is no longer the checkpoint's exact one (the rounding
+of x, at most half a step of 1/127 of each block's largest value, is the whole
+difference); prefills and scoring (several rows) stay exact.
 """
 
 from __future__ import annotations
@@ -115,8 +122,23 @@ class NativeCodes(nn.Module):
             zero = z.to(torch.float32).contiguous()
         self.register_buffer("zero", zero)
         self.kind = _KINDS[self.scale.dtype]
-        self._gemm = self.lib.qd_gemm_codes
+        self.int8_activations = False
         self._bind()
+
+    @property
+    def takes_int8_activations(self) -> bool:
+        """Whether the int8-activation step applies: 4-bit codes (2-4-bit
+        weights) in groups of a multiple of 64 columns (the kernel's blocks)."""
+        return self.code_bits == 4 and self.group % 64 == 0
+
+    @property
+    def int8_activations(self) -> bool:
+        """Whether a decode step rounds its row to int8 (the module docstring)."""
+        return self._gemm is self.lib.qd_gemm_codes_q8
+
+    @int8_activations.setter
+    def int8_activations(self, on: bool) -> None:
+        self._gemm = self.lib.qd_gemm_codes_q8 if on else self.lib.qd_gemm_codes
 
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
@@ -196,6 +218,22 @@ class Dense16Linear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"weight {self.weight.dtype} (kept), computed in float32")
+
+
+def int8_capable(model: nn.Module) -> list[NativeCodes]:
+    """The kernels of ``model`` the int8-activation step applies to
+    (``NativeCodes.takes_int8_activations``; stacked siblings are one)."""
+    return [m for m in model.modules() if isinstance(m, NativeCodes) and m.takes_int8_activations]
+
+
+def use_int8_activations(model: nn.Module, on: bool = True) -> int:
+    """Turn the int8-activation decode step on (or off) for every layer of
+    ``model`` it applies to (``int8_capable``); takes effect from the next
+    product. Returns how many kernels it set."""
+    kernels = int8_capable(model)
+    for module in kernels:
+        module.int8_activations = on
+    return len(kernels)
 
 
 def sixteen_bit_keys(model: nn.Module, quantized: Iterable[str]) -> set[str]:

@@ -192,7 +192,7 @@ class ChatPage(QWidget):
         for what, action in self.file_actions.items():
             action.triggered.connect(lambda _=False, w=what: self._ask_path(w))
 
-        self.models.changed.connect(lambda _k: self._fill_combos())
+        self.models.changed.connect(self._model_changed)
         self.models.removed.connect(self._model_removed)
         context.chat_requested.connect(self.set_models)
         self._register_script_actions()
@@ -257,6 +257,11 @@ class ChatPage(QWidget):
         super().keyPressEvent(event)
 
     # -- models of the panes --
+    def _model_changed(self, key: str) -> None:
+        self._fill_combos()
+        if key in self.pane_keys:  # its facts changed (e.g. int8 activations switched)
+            self._draw_headers()
+
     def _fill_combos(self) -> None:
         ready = self.models.ready()
         for i, combo in enumerate(self.pane_combos):

@@ -8,7 +8,7 @@ another version) that the chat page carries out.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, Qt, Signal
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -40,6 +40,8 @@ def quantization_text(facts) -> str:
     texts = [" ".join(parts)] if parts else []
     if isinstance(bpw, (int, float)):
         texts.append(f"{bpw:.2f} bpw")
+    if q.get("int8_activations"):
+        texts.append(QCoreApplication.translate("PaneView", "int8 act"))
     return " · ".join(texts)
 
 

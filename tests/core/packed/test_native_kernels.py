@@ -18,6 +18,7 @@ from qdesk.core.packed.native_kernels import (
     NativeCodes,
     pack_nibbles,
     unpack_nibbles,
+    use_int8_activations,
 )
 from qdesk_kernels import cpu
 
@@ -122,11 +123,95 @@ def test_the_portable_build_agrees_with_the_vectorized_one(tmp_path):
             y = torch.empty(rows, 36)
             lib.qd_gemm_codes(*layer._fixed, x.data_ptr(), rows, y.data_ptr(), 1)
             assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
+            # the int8-activation step: the same integer sums in plain C
+            lib.qd_gemm_codes_q8(*layer._fixed, x.data_ptr(), rows, y.data_ptr(), 1)
+            layer.int8_activations = True
+            assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
+            layer.int8_activations = False
     w = torch.randn(12, 64).to(torch.bfloat16)
     x = torch.randn(1, 64)
     y = torch.empty(1, 12)
     lib.qd_gemm_w16(w.data_ptr(), 1, 12, 64, x.data_ptr(), 1, y.data_ptr(), 1)
     assert_close(y, Dense16Linear(w)(x), rtol=1e-5, atol=1e-5)
+
+
+def _rounded_row(x: torch.Tensor) -> torch.Tensor:
+    """The row the int8-activation step multiplies with, float64: each block of 64
+    columns rounded to int8 steps of (block's largest |x|) / 127, computed in
+    float32 with the kernel's own operations (so a half-way case rounds alike)."""
+    blocks = x.reshape(-1, 64)
+    amax = blocks.abs().amax(dim=1, keepdim=True)
+    inv = torch.where(amax > 0, torch.tensor(127.0) / amax, torch.zeros_like(amax))
+    v = blocks * inv
+    q = torch.where(v >= 0, torch.trunc(v + 0.5), torch.trunc(v - 0.5))
+    return (q.to(torch.float64) * (amax / 127.0).to(torch.float64)).reshape(x.shape)
+
+
+@pytest.mark.parametrize("bits", [4, 3, 2])
+@pytest.mark.parametrize("group", [-1, 64, 128])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int8_activations_multiply_the_rounded_row_with_the_exact_weight(bits, group, symmetric):
+    n, k = 37, 256  # 37 rows: the four-row kernel and the single rows after it
+    qw = random_weight(n, k, bits, group, symmetric, seed=bits * 10 + max(group, 0))
+    exact = qw.dequantize(torch.float64)
+    layer = NativeCodes(qw, torch.float32)
+    assert not layer.int8_activations
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, k, generator=g) * torch.linspace(0.1, 10.0, k)  # blocks of unlike ranges
+    y_exact = layer(x)
+    layer.int8_activations = True
+    y = layer(x)
+    xr = _rounded_row(x)
+    # the integer sums are exact; what is left is float32 rounding of the rest
+    assert _worst(y, xr, exact) <= 1e-6
+    # and against the exact product, no more than the rounding of x can move it
+    half_step = (x.reshape(-1, 64).abs().amax(dim=1) / 127 / 2).repeat_interleave(64)
+    bound = exact.abs() @ half_step.to(torch.float64)
+    assert ((y - y_exact).abs().to(torch.float64)[0] <= bound + 1e-5).all()
+    assert not torch.equal(y, y_exact)  # it is a different product
+    layer.int8_activations = False
+    assert torch.equal(layer(x), y_exact)
+
+
+def test_int8_activations_only_for_a_single_row_of_4bit_codes_in_64_column_groups():
+    x = torch.randn(1, 128, generator=torch.Generator().manual_seed(0))
+    for qw in (random_weight(8, 128, 8, 64, True), random_weight(8, 128, 4, 32, True)):
+        layer = NativeCodes(qw, torch.float32)
+        y = layer(x)
+        layer.int8_activations = True
+        assert torch.equal(layer(x), y)  # 8-bit codes, groups of 32: the exact kernel
+    layer = NativeCodes(random_weight(8, 128, 4, 64, True), torch.float32)
+    rows = torch.randn(3, 128, generator=torch.Generator().manual_seed(1))
+    y = layer(rows)
+    layer.int8_activations = True
+    assert torch.equal(layer(rows), y)  # several rows (a prefill, scoring): exact
+    assert not torch.equal(layer(rows[:1]), y[:1])
+
+
+def test_int8_activations_switch_every_kernel_of_a_model_stacked_ones_included():
+    from qdesk.core.packed.fusion import fuse_siblings
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            for i, name in enumerate(("q_proj", "k_proj", "v_proj", "o_proj")):
+                setattr(self, name, QuantLinear(random_weight(64, 128, 4, 64, True, seed=i),
+                                                dtype=torch.float32, kernel="native"))
+            # groups of 32: the int8 step does not apply, and it is not counted
+            self.down_proj = QuantLinear(random_weight(64, 128, 4, 32, True, seed=9),
+                                         dtype=torch.float32, kernel="native")
+
+    block = Block()
+    assert fuse_siblings(block) == 1
+    assert use_int8_activations(block) == 2  # the stacked q/k/v and o_proj
+    assert not block.down_proj.impl.int8_activations
+    kernels = [m for m in block.modules() if isinstance(m, NativeCodes) and m.group == 64]
+    assert len(kernels) == 2 and all(m.int8_activations for m in kernels)
+    x = torch.randn(1, 128)
+    on = block.q_proj(x)
+    use_int8_activations(block, False)
+    assert not any(m.int8_activations for m in kernels)
+    assert not torch.equal(block.q_proj(x), on)
 
 
 def test_a_failed_build_leaves_nothing_and_says_why(tmp_path, monkeypatch):

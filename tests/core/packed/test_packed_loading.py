@@ -329,3 +329,35 @@ def _decode_from(backend, prompt, steps=12):
     for i in range(steps):
         rows.append(backend.feed([100 + i]))
     return np.stack(rows)
+
+
+def test_int8_activations_decode_near_the_exact_product_and_switch_back(tmp_path, tok):
+    """The opt-in int8-activation decode step (``open_model(int8_activations=True)``):
+    the facts say so, the prefill (many rows) stays exact, decode steps move by
+    the rounding of x only, and switching it off gives the exact logits again."""
+    from qdesk.core.packed import native
+
+    if native.library() is None:
+        pytest.skip(f"qdesk's CPU kernels: {native.why_not()}")
+    source = _bf16_exact_source(tmp_path, seed=9)
+    ckpt = write_rtn_checkpoint(source, tok, tmp_path / "q", bits=4, group=64)
+    exact = open_model(str(ckpt), backend="hf", dtype="float32")
+    fast = open_model(str(ckpt), backend="hf", dtype="float32", int8_activations=True)
+    assert "int8_activations" not in exact.facts.quantization
+    assert fast.facts.quantization["int8_activations"] is True
+    want, path = _decode(exact.backend, steps=6)
+    got, _ = _decode(fast.backend, path, steps=6)
+    assert np.array_equal(got[0], want[0])
+    assert not np.array_equal(got[1:], want[1:])
+    p = torch.from_numpy(want[1:]).double().log_softmax(-1)
+    q = torch.from_numpy(got[1:]).double().log_softmax(-1)
+    kld = (p.exp() * (p - q)).sum(-1)
+    assert float(kld.max()) < 1e-3, kld
+    assert fast.set_int8_activations(False) > 0
+    assert "int8_activations" not in fast.facts.quantization
+    again, _ = _decode(fast.backend, path, steps=6)
+    assert np.array_equal(again, want)
+    # a model without qdesk's kernel has nothing to switch, and its facts stay
+    dense = open_model(str(tiny_folder("llama", tmp_path / "dense", seed=1)), backend="hf")
+    assert dense.set_int8_activations(True) == 0
+    assert "int8_activations" not in dense.facts.quantization
