@@ -101,7 +101,7 @@ def bench_kernels() -> None:
                 tb = median_us(functools.partial(F.linear, xb, wb), reps)
                 tf = median_us(functools.partial(F.linear, xf, wf), reps)
             print(f"| {k} -> {n} | {rows} | {tn:.0f} ({tb / tn:.1f}x / {tf / tn:.1f}x) | "
-                  f"{tq:.0f} ({tb / tq:.1f}x / {tf / tq:.1f}x) | "
+                  f"{f'{tq:.0f} ({tb / tq:.1f}x / {tf / tq:.1f}x)' if rows == 1 else '—'} | "
                   f"{t4:.0f} ({tb / t4:.1f}x / {tf / t4:.1f}x) | "
                   f"{t8:.0f} ({tb / t8:.1f}x / {tf / t8:.1f}x) | {tb:.0f} | {tf:.0f} |")
     torch.set_num_threads(torch.get_num_interop_threads())

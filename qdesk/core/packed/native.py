@@ -8,6 +8,7 @@ import ctypes
 from qdesk_kernels import cpu
 
 why_not = cpu.why_not
+ABI = cpu.ABI
 
 
 def library() -> ctypes.CDLL | None:

@@ -112,7 +112,8 @@ def packed_placement(shape: DecodeShape, bits: int, group: int, dtype: str | Non
         return Placement("cpu", dtype, "as asked")
     from qdesk.core.packed import native
 
-    kernels = f"qdesk kernels {native.simd() or 'none'}"
+    # the kernels' ABI too: a new kernel is timed afresh, not judged by the old one's figures
+    kernels = f"qdesk kernels {native.simd() or 'none'} abi {native.ABI}"
     key = f"{_cpu_model()}|torch {torch.__version__}|{kernels}|{shape}|{bits}-bit g{group}"
     cache = _read_cache()
     if key in cache:
