@@ -7,7 +7,13 @@ from __future__ import annotations
 import json
 import sys
 
-from qdesk.cli.common import add_load_options, backends_for, load_options, progress_to_stderr
+from qdesk.cli.common import (
+    add_load_options,
+    backends_for,
+    load_options,
+    note_int8_activations,
+    progress_to_stderr,
+)
 from qdesk.core.errors import BadInput
 
 
@@ -54,6 +60,7 @@ def cmd_chat(args) -> int:
         open_model(ref, backend=b, progress=progress_to_stderr, **options)
         for ref, b in zip(refs, backends)
     ]
+    note_int8_activations(args, loaded)
     panes = _run_chat(loaded, sampling, args)
     if args.json:
         out = {"replies": [pane.to_json(m) for pane, m in zip(panes, loaded)]}

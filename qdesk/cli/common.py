@@ -118,6 +118,21 @@ def add_load_options(p: argparse.ArgumentParser, backend_help: str) -> None:
     )
 
 
+def note_int8_activations(args, loaded) -> None:
+    """One line on stderr when ``--int8-activations`` left a model exact (a dense
+    model, llama.cpp, codes the int8 step does not take): the switch is
+    otherwise silent, and a user comparing speeds should know which ran it."""
+    if not getattr(args, "int8_activations", False):
+        return
+    exact = [m.facts.name for m in loaded if not m.facts.quantization.get("int8_activations")]
+    if not exact:
+        return
+    which = ("applies to none of the models" if len(exact) == len(loaded) > 1
+             else "does not apply to " + ", ".join(exact))
+    print(f"qdesk: --int8-activations {which} (only to packed 2-4-bit checkpoints in groups "
+          "of 64s on qdesk's CPU kernels): exact products there", file=sys.stderr)
+
+
 def load_options(args) -> dict:
     if args.n_ctx is not None and args.n_ctx < 16:
         raise BadInput(f"--n-ctx must be at least 16, got {args.n_ctx}")

@@ -10,6 +10,7 @@ from qdesk.cli.common import (
     add_load_options,
     backends_for,
     load_options,
+    note_int8_activations,
     progress_to_stderr,
     status_line,
 )
@@ -100,6 +101,7 @@ def cmd_compare(args) -> int:
         if args.samples < 1:
             raise BadInput(f"--samples must be at least 1, got {args.samples}")
     reference, models, skipped = _load(args)
+    note_int8_activations(args, models)  # the reference is exact by design
     try:
         if args.text is not None:
             out = _compare_text(args, reference, models, text_name, text)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
-from qdesk.cli.common import add_load_options, load_options, progress_to_stderr
+from qdesk.cli.common import (
+    add_load_options,
+    load_options,
+    note_int8_activations,
+    progress_to_stderr,
+)
 
 
 def add_info_parser(sub) -> None:
@@ -19,6 +24,7 @@ def cmd_info(args) -> int:
     from qdesk.core.models import open_model
 
     loaded = open_model(args.model, progress=progress_to_stderr, **load_options(args))
+    note_int8_activations(args, [loaded])
     facts = loaded.facts
     if args.json:
         print(json.dumps(facts.to_json(), indent=2))

@@ -361,3 +361,28 @@ def test_int8_activations_decode_near_the_exact_product_and_switch_back(tmp_path
     dense = open_model(str(tiny_folder("llama", tmp_path / "dense", seed=1)), backend="hf")
     assert dense.set_int8_activations(True) == 0
     assert "int8_activations" not in dense.facts.quantization
+
+
+def test_the_cli_says_which_models_int8_activations_left_exact(tmp_path, tok, capsys):
+    """``--int8-activations`` names, in one line on stderr, the models it did not
+    switch (here a dense one and a checkpoint in groups of 32); silent when every
+    model took it."""
+    from qdesk.cli import main
+    from qdesk.core.packed import native
+
+    if native.library() is None:
+        pytest.skip(f"qdesk's CPU kernels: {native.why_not()}")
+    source = _bf16_exact_source(tmp_path, seed=10)
+    g64 = write_rtn_checkpoint(source, tok, tmp_path / "g64", bits=4, group=64)
+    g32 = write_rtn_checkpoint(source, tok, tmp_path / "g32", bits=4, group=32)
+    dense = tiny_folder("llama", tmp_path / "dense", seed=1)
+    assert main(["info", str(g64), "--dtype", "float32", "--int8-activations", "--json"]) == 0
+    assert capsys.readouterr().err.strip() == ""
+    assert main(["chat", str(dense), str(g64), str(g32), "--backend", "hf", "--dtype", "float32",
+                 "--int8-activations", "--prompt", "Hi", "--max-new-tokens", "2", "--json"]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if "--int8-activations" in line]
+    assert len(lines) == 1, captured.err
+    assert "does not apply to dense, g32 " in lines[0] and "g64" not in lines[0]
+    replies = json.loads(captured.out)["replies"]
+    assert len(replies) == 3
