@@ -13,14 +13,30 @@ computes the product for all of them; the others, called with that very tensor
 that feeds them differently) computes the stacked product again, so the
 result is always right, only slower. The members' own weights are dropped: the
 stacked ones are the only copy (``RowsOf`` gives each member its rows back).
+
+A decoder MLP whose forward is exactly transformers' Llama one,
+``down_proj(act_fn(gate_proj(x)) * up_proj(x))`` (read from its source, so every
+model that copies it qualifies and a changed one does not), and whose gate/up
+are stacked, gets a forward of its own: the stacked product, the activation
+times the up half, down_proj. Each element is computed by the same operations
+as before (bit for bit); what goes is the members' calls and the split. On the
+demo (4-bit g64, 2-core AVX2 CPU, 11 rounds, paired) decode tokens/s rose
+1.040x (exact) and 1.025x (int8 activations) over the stacked members alone.
+While gate_proj or up_proj has hooks (which the fused forward would skip), the
+model's own forward runs.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import textwrap
 import threading
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module_hooks
 
 from qdesk.core.packed.native_kernels import NativeCodes
 
@@ -103,8 +119,51 @@ def fuse_siblings(model: nn.Module) -> int:
                 layer.impl = RowsOf(stacked.impl, start, start + impl.out_features)
                 layer.run = _member_run(stacked, index)
                 start += impl.out_features
+            if names == ("gate_proj", "up_proj") and _is_gated_mlp(type(parent)):
+                parent.forward = _gated_forward(parent, stacked)
             count += 1
     return count
+
+
+# The Llama MLP's forward body, in ast.unparse's spelling (two ways of writing it).
+_GATED_BODIES = (
+    "down_proj = self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))\n"
+    "return down_proj",
+    "return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))",
+)
+
+
+@functools.cache
+def _is_gated_mlp(cls: type) -> bool:
+    """Whether ``cls.forward`` is the Llama MLP's, ``forward(self, x)`` with the
+    body above (source unavailable or anything else: no)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    fn = tree.body[0] if tree.body else None
+    if not isinstance(fn, ast.FunctionDef) or fn.decorator_list:
+        return False
+    args = fn.args
+    if [a.arg for a in args.args] != ["self", "x"] or args.vararg or args.kwarg or args.kwonlyargs:
+        return False
+    return "\n".join(ast.unparse(stmt) for stmt in fn.body) in _GATED_BODIES
+
+
+def _gated_forward(mlp: nn.Module, stacked: _Stacked):
+    gate, up, down, act = mlp.gate_proj, mlp.up_proj, mlp.down_proj, mlp.act_fn
+    impl, n_gate = stacked.impl, stacked.sizes[0]
+    own = type(mlp).forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if (gate._forward_pre_hooks or gate._forward_hooks or up._forward_pre_hooks
+                or up._forward_hooks or _module_hooks._global_forward_pre_hooks
+                or _module_hooks._global_forward_hooks):
+            return own(mlp, x)
+        y = impl.run(x)
+        return down(act(y[..., :n_gate]) * y[..., n_gate:])
+
+    return forward
 
 
 class RowsOf(nn.Module):

@@ -275,6 +275,36 @@ def test_float32_runs_on_qdesks_kernel_with_a_16bit_head(tmp_path, tok, monkeypa
     assert all(np.array_equal(a, b) for a, b in zip(*rows))
 
 
+@pytest.mark.parametrize("family", ["qwen3", "gemma3", "phi3"])
+def test_a_fused_mlp_computes_what_its_members_do(tmp_path, tok, family, monkeypatch):
+    """Llama-style MLPs (Qwen3's SiLU, Gemma 3's tanh GELU) whose gate/up are
+    stacked run one forward of qdesk's (fusion.py): bit for bit what the members
+    compute; with a hook on gate_proj the model's own forward runs and the hook
+    sees every call. Phi-3's MLP (one gate_up_proj) keeps its own forward."""
+    from qdesk.core.packed import native
+
+    if native.library() is None:
+        pytest.skip(f"qdesk's CPU kernels: {native.why_not()}")
+    source = _dense_source(tmp_path, family, seed=11)
+    ckpt = write_rtn_checkpoint(source, tok, tmp_path / "q", bits=4, group=32)
+    fused = open_model(str(ckpt), backend="hf", dtype="float32")
+    mlps = [layer.mlp for layer in fused.model.model.layers]
+    assert all(("forward" in vars(m)) == (family != "phi3") for m in mlps)
+    alone = _load_unstacked(monkeypatch, ckpt)
+    assert not any("forward" in vars(layer.mlp) for layer in alone.model.model.layers)
+    want, path = _decode(alone.backend)
+    got, _ = _decode(fused.backend, path)
+    assert np.array_equal(got, want)
+    if family == "phi3":
+        return
+    seen = []
+    handle = mlps[0].gate_proj.register_forward_pre_hook(lambda m, args: seen.append(1))
+    fused.backend.reset()  # the prefill computes again (not from the cache)
+    hooked, _ = _decode(fused.backend, path)
+    handle.remove()
+    assert len(seen) == 1 + len(path) and np.array_equal(hooked, want)
+
+
 def test_a_stacked_sibling_fed_another_input_computes_its_own(tmp_path, tok, monkeypatch):
     from qdesk.core.packed import native
 
