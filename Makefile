@@ -36,7 +36,7 @@ CONVERTER_DIR := $(VENV)/llama.cpp-convert
 setup: $(STAMP)
 
 # Idempotent: torch and llama-cpp-python are installed only when missing, so a
-# second run costs seconds (the llama.cpp build takes ~6 minutes on 2 cores).
+# second run costs seconds (the llama.cpp build takes ~4-5 minutes on 2 cores).
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
