@@ -129,8 +129,8 @@ def note_int8_activations(args, loaded) -> None:
         return
     which = ("applies to none of the models" if len(exact) == len(loaded) > 1
              else "does not apply to " + ", ".join(exact))
-    print(f"qdesk: --int8-activations {which} (only to packed 2-4-bit checkpoints in groups "
-          "of 64s on qdesk's CPU kernels): exact products there", file=sys.stderr)
+    print(f"qdesk: --int8-activations {which}: it takes only packed 2-4-bit checkpoints in "
+          "groups of 64s on qdesk's CPU kernels; exact products there", file=sys.stderr)
 
 
 def load_options(args) -> dict:

@@ -413,6 +413,6 @@ def test_the_cli_says_which_models_int8_activations_left_exact(tmp_path, tok, ca
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if "--int8-activations" in line]
     assert len(lines) == 1, captured.err
-    assert "does not apply to dense, g32 " in lines[0] and "g64" not in lines[0]
+    assert "does not apply to dense, g32: " in lines[0] and "g64" not in lines[0]
     replies = json.loads(captured.out)["replies"]
     assert len(replies) == 3
