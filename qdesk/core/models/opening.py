@@ -71,9 +71,11 @@ def open_model(
     path = local_folder(ref, progress)
     if ref.kind == "gguf":
         path = _dense_copy_of_gguf(ref.path, progress)
-    loaded = _open_hf(ref, path, dtype, trust_remote_code, int8_activations)
+    loaded = _open_hf(ref, path, dtype, trust_remote_code)
     if ref.kind in ("gguf", "demo", "hf"):
         loaded.facts = _with_quantized_source(loaded.facts, path)
+    if int8_activations:
+        loaded.set_int8_activations(True)  # the window's switch, taken at once
     return loaded
 
 
@@ -174,8 +176,7 @@ def _inspect_hf(ref: ModelRef, path: Path, trust_remote_code: bool):
     return raw, config, files, records, dict(quant), _decode_shape(path, config, records)
 
 
-def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bool,
-             int8_activations: bool = False) -> LoadedModel:
+def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bool) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -209,7 +210,7 @@ def _open_hf(ref: ModelRef, path: Path, dtype: str | None, trust_remote_code: bo
         raise BadInput(f"{ref.text}: its tokenizer cannot be loaded ({_one_line(e)})") from None
     try:
         if packed:
-            model, missing = packed.load(int8_activations), ()
+            model, missing = packed.load(), ()
         else:
             model, info = AutoModelForCausalLM.from_pretrained(
                 str(path),

@@ -39,11 +39,7 @@ from torch import nn
 
 from qdesk.core.models.device import DecodeShape, Placement
 from qdesk.core.packed.fusion import fuse_siblings
-from qdesk.core.packed.native_kernels import (
-    sixteen_bit_keys,
-    use_int8_activations,
-    use_sixteen_bit_products,
-)
+from qdesk.core.packed.native_kernels import sixteen_bit_keys, use_sixteen_bit_products
 from qdesk.core.packed.placement import packed_placement
 from qdesk.core.packed.quant_linear import QuantLinear
 from qdesk.core.quant.packing import packed_words, unpack_int32
@@ -85,7 +81,6 @@ class PackedPlan:
     sixteen_bit: tuple[str, ...] = ()  # what load kept in 16 bits (Dense16Linear, embeddings)
     sixteen_bit_keys: set[str] = field(default_factory=set)  # what it may keep (16-bit on disk)
     stacked: int = 0  # sets of sibling Linears stacked into one kernel call (fusion)
-    int8_kernels: int = 0  # kernels whose decode steps round activations to int8
 
     @property
     def dtype(self) -> torch.dtype:
@@ -125,13 +120,9 @@ class PackedPlan:
             weight[(s.bits, s.group_size)] += s.out_features * s.in_features
         return weight.most_common(1)[0][0]
 
-    def load(self, int8_activations: bool = False):
-        """The model in eval mode, every quantized Linear a ``QuantLinear``;
-        ``int8_activations``: see ``native_kernels.use_int8_activations``."""
-        model = _load(self)
-        if int8_activations:
-            self.int8_kernels = use_int8_activations(model)
-        return model
+    def load(self):
+        """The model in eval mode, every quantized Linear a ``QuantLinear``."""
+        return _load(self)
 
     def facts(self) -> dict:
         """For ``ModelFacts.quantization``: how the weights run."""
@@ -140,10 +131,7 @@ class PackedPlan:
             kinds += f"; {self.stacked} sibling sets stacked"
         if self.sixteen_bit:
             kinds += f"; {', '.join(self.sixteen_bit)} 16-bit"
-        facts = {"runtime": f"packed ({kinds or 'no layers'})", "packed_layers": len(self.specs)}
-        if self.int8_kernels:
-            facts["int8_activations"] = True
-        return facts
+        return {"runtime": f"packed ({kinds or 'no layers'})", "packed_layers": len(self.specs)}
 
 
 def _parse_scheme(weights) -> tuple[int, int, bool] | str:
