@@ -7,7 +7,9 @@
 2. The demo model on the transformers backend: dense (as ``open_model`` places
    it) against a 4-bit group-64 symmetric checkpoint loaded packed (placed by
    the same measured policy, for its own products): qdesk's generation with
-   every per-token statistic, decode tokens/s, runs alternating, medians; the
+   every per-token statistic, decode tokens/s, runs alternating, medians
+   (both models also through transformers' own forward instead of qdesk's
+   decode step, ``qdesk/core/chat/decode_step.py``, to show what it adds); the
    weights' resident bytes (``ModelFacts.memory_bytes``) and the process's
    resident memory after loading each model alone (a child process each).
 3. A random-weight model of Llama-3.2-1B's shape, dense against 4-bit g64
@@ -176,25 +178,29 @@ INT8_ROW = "4-bit g64 packed, int8 activations"
 
 
 def bench_demo(checkpoint: Path, runs: int, n_tokens: int) -> dict:
+    from qdesk.core.chat.decode_step import use_decode_step
     from qdesk.core.models import open_model
     from qdesk.core.packed.native_kernels import use_int8_activations
 
     models = {"dense": open_model("demo", backend="hf"),
               "4-bit g64 packed": open_model(str(checkpoint), backend="hf")}
     prompt = models["dense"].backend.tokenizer.encode_chat([{"role": "user", "content": PROMPT}])
-    # the packed model once more with the opt-in int8-activation decode step,
-    # switched on around its own runs
-    rows = [(k, m, False) for k, m in models.items()]
-    rows.append((INT8_ROW, models["4-bit g64 packed"], True))
-    rates = {k: [] for k, _, _ in rows}
+    # (label, model, int8 activations, qdesk's decode step): the packed model once
+    # more with the opt-in int8-activation decode step, and both models through
+    # transformers' own forward, each switch set around its own runs
+    rows = [(k, m, False, True) for k, m in models.items()]
+    rows.append((INT8_ROW, models["4-bit g64 packed"], True, True))
+    rows += [(f"{k}, transformers' forward", m, False, False) for k, m in models.items()]
+    rates = {k: [] for k, *_ in rows}
     for m in models.values():  # warm-up
         qdesk_generation(m.backend, prompt, 8)
     for _ in range(runs):
-        for k, m, int8 in rows:
+        for k, m, int8, step in rows:
             use_int8_activations(m.model, int8)
+            use_decode_step(m.model, step)
             rates[k].append(qdesk_generation(m.backend, prompt, n_tokens))
     use_int8_activations(models["4-bit g64 packed"].model, False)
-    facts = {k: m.facts for k, m, _ in rows}
+    facts = {k: m.facts for k, m, *_ in rows}
     for m in models.values():
         m.close()
     del models

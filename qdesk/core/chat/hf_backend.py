@@ -18,6 +18,7 @@ from transformers.cache_utils import DynamicLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from qdesk.core.chat.backends import TokenCache
+from qdesk.core.chat.decode_step import decode_step_for
 from qdesk.core.chat.tokenizers import HFChatTokenizer
 from qdesk.core.threads import apply_torch_threads, compute_stream  # the free cores
 
@@ -47,6 +48,12 @@ class HFBackend(TokenCache):
     @torch.inference_mode()
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
         self._own_cache()
+        step = decode_step_for(self.model) if len(ids) == 1 and _plain_layers(self._cache) else None
+        if step is not None and step.usable():
+            with compute_stream():
+                apply_torch_threads()
+                logits = step(int(ids[0]), self._cache)
+            return logits[0, -1].float().cpu().numpy()
         input_ids = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
         with compute_stream():
             apply_torch_threads()

@@ -184,6 +184,22 @@ class RowsOf(nn.Module):
         return self.source.dequantize(dtype)[self.start:self.stop].clone()
 
 
+def stacked_source(*layers: nn.Module) -> NativeCodes | None:
+    """The stacked weight behind ``layers`` where they are exactly its members in
+    order (one ``run`` then gives all their products side by side, as the
+    members would take their rows of it); else None."""
+    impls = [getattr(layer, "impl", None) for layer in layers]
+    if not all(isinstance(i, RowsOf) for i in impls) or any(layer.has_bias for layer in layers):
+        return None
+    source = impls[0].source
+    start = 0
+    for impl in impls:
+        if impl.source is not source or impl.start != start:
+            return None
+        start = impl.stop
+    return source if start == source.out_features else None
+
+
 def _member_run(stacked: _Stacked, index: int):
     def run(x: torch.Tensor) -> torch.Tensor:
         return stacked.part(index, x)
