@@ -92,7 +92,7 @@ def _stack(impls: list[NativeCodes]) -> NativeCodes:
     fused = NativeCodes.__new__(NativeCodes)
     nn.Module.__init__(fused)
     first = impls[0]
-    for attr in ("lib", "in_features", "group", "code_bits", "offset", "kind", "_gemm"):
+    for attr in ("lib", "in_features", "group", "code_bits", "offset", "_gemm"):
         setattr(fused, attr, getattr(first, attr))
     fused.out_features = sum(i.out_features for i in impls)
     fused.register_buffer("codes", torch.cat([i.codes for i in impls]))

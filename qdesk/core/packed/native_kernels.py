@@ -121,7 +121,6 @@ class NativeCodes(nn.Module):
                 raise NotExact("the group constants are not exact in float32")
             zero = z.to(torch.float32).contiguous()
         self.register_buffer("zero", zero)
-        self.kind = _KINDS[self.scale.dtype]
         self.int8_activations = False
         self._bind()
 
@@ -140,15 +139,32 @@ class NativeCodes(nn.Module):
     def int8_activations(self, on: bool) -> None:
         self._gemm = self.lib.qd_gemm_codes_q8 if on else self.lib.qd_gemm_codes
 
+    # The kernel reads the buffers through raw pointers taken in _bind: whatever
+    # replaces a buffer (a dtype conversion, a new tensor) must bind again, or
+    # the kernel would read freed memory.
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
         self._bind()
         return out
 
+    def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
+        super().register_buffer(name, tensor, persistent)
+        if "_fixed" in self.__dict__:
+            self._bind()
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if name in self._BOUND and "_fixed" in self.__dict__:
+            self._bind()
+
+    _BOUND = frozenset(("codes", "scale", "zero"))
+
     def _bind(self) -> None:
         """The kernel call's fixed arguments, kept as plain attributes (a buffer
-        is looked up through Module.__getattr__ on every use)."""
+        is looked up through Module.__getattr__ on every use), and the scales'
+        kind from their dtype as they are now."""
         zero = self._buffers.get("zero")
+        self.kind = _KINDS[self._buffers["scale"].dtype]
         self._fixed = (self.code_bits, self._buffers["codes"].data_ptr(),
                        self._buffers["scale"].data_ptr(), self.kind, _ptr(zero), self.offset,
                        self.out_features, self.in_features, self.group)

@@ -234,8 +234,11 @@ def finish_packed(model: nn.Module, dtype: torch.dtype, quantized: set[str]) -> 
             p.device.type == "cpu" for p in model.parameters()):
         keep = sixteen_bit_keys(model, quantized)
     converted: dict[int, torch.Tensor] = {}  # a tied weight stays one tensor
+    # A QuantLinear and what it holds (its kernel's scales stay as stored) keep
+    # their own dtypes.
+    inside = {id(m) for q in model.modules() if isinstance(q, QuantLinear) for m in q.modules()}
     for name, module in model.named_modules():
-        if isinstance(module, QuantLinear):
+        if id(module) in inside:
             continue
         for leaf, t in list(module.named_parameters(recurse=False)) + list(
                 module.named_buffers(recurse=False)):

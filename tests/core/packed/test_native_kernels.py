@@ -230,3 +230,57 @@ def test_a_failed_build_leaves_nothing_and_says_why(tmp_path, monkeypatch):
         monkeypatch.delenv("QDESK_NATIVE")
         cpu.library.cache_clear()
     assert native.library() is not None
+
+
+def test_a_replaced_or_converted_buffer_is_bound_again():
+    """The kernel reads its buffers through pointers taken when it binds: a scale
+    converted by ``.to`` or replaced by ``register_buffer`` / assignment must
+    bind again (with the new dtype's kind), or the kernel reads freed memory."""
+    qw = random_weight(96, 256, 4, 64, True, seed=3)
+    layer = NativeCodes(qw, torch.float32)
+    x = torch.randn(3, 256, generator=torch.Generator().manual_seed(1))
+    want = layer(x)
+    assert layer.scale.dtype == torch.bfloat16
+    layer.register_buffer("scale", layer.scale.to(torch.float32))  # exact: same products
+    assert layer._fixed[2] == layer.scale.data_ptr() and layer.kind == 0
+    assert torch.equal(layer(x), want)
+    layer.scale = layer.scale.to(torch.bfloat16).clone()
+    assert layer._fixed[2] == layer.scale.data_ptr() and layer.kind == 1
+    assert torch.equal(layer(x), want)
+    layer.to(torch.float32)  # Module.to converts the floating buffers
+    assert layer.scale.dtype == torch.float32 and layer._fixed[2] == layer.scale.data_ptr()
+    assert torch.equal(layer(x), want)
+
+
+def test_pack_linears_leaves_the_kernels_scales_as_stored():
+    """``pack_linears`` (a model packed in place, as the 1B benchmark does) turns
+    the rest of a bfloat16 model to float32 but not the kernels' 16-bit scales;
+    its logits are the dequantized weights' to float32 rounding. (Converting the
+    scales behind the kernels' backs made them read freed memory: NaN logits.)"""
+    import gc
+
+    from families import tiny_model
+    from packed_helpers import rtn_records
+
+    from qdesk.core.packed import pack_linears
+
+    model = tiny_model("llama", seed=2, dtype=torch.bfloat16)
+    records = rtn_records(model, 4, 64, True)
+    reference = tiny_model("llama", seed=2, dtype=torch.bfloat16).float()
+    with torch.no_grad():
+        for name, qw in records.items():
+            reference.get_submodule(name).weight.copy_(qw.dequantize(torch.float32))
+    pack_linears(model, records, torch.float32)
+    del records
+    gc.collect()
+    junk = [torch.randn(4096) for _ in range(64)]  # reuse what a stale pointer would read
+    kernels = [m for m in model.modules() if isinstance(m, NativeCodes)]
+    assert kernels and all(m.scale.dtype == torch.bfloat16 and m.kind == 1 for m in kernels)
+    assert all(m._fixed[2] == m.scale.data_ptr() for m in kernels)
+    ids = torch.arange(5, 25).unsqueeze(0)
+    with torch.inference_mode():
+        got = model(input_ids=ids).logits
+        want = reference(input_ids=ids).logits
+    del junk
+    assert torch.isfinite(got).all()
+    assert_close(got, want, rtol=0, atol=1e-4 * float(want.abs().max()))
