@@ -164,7 +164,13 @@ class NativeCodes(nn.Module):
         is looked up through Module.__getattr__ on every use), and the scales'
         kind from their dtype as they are now."""
         zero = self._buffers.get("zero")
-        self.kind = _KINDS[self._buffers["scale"].dtype]
+        scale, codes = self._buffers["scale"], self._buffers["codes"]
+        if (scale.dtype not in _KINDS or codes.dtype != torch.uint8
+                or (zero is not None and zero.dtype != torch.float32)):
+            raise TypeError(f"qdesk's CPU kernel reads uint8 codes, {list(_KINDS)} scales and "
+                            f"float32 zero points, not {codes.dtype}, {scale.dtype}, "
+                            f"{None if zero is None else zero.dtype}")
+        self.kind = _KINDS[scale.dtype]
         self._fixed = (self.code_bits, self._buffers["codes"].data_ptr(),
                        self._buffers["scale"].data_ptr(), self.kind, _ptr(zero), self.offset,
                        self.out_features, self.in_features, self.group)

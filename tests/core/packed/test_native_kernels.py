@@ -250,6 +250,8 @@ def test_a_replaced_or_converted_buffer_is_bound_again():
     layer.to(torch.float32)  # Module.to converts the floating buffers
     assert layer.scale.dtype == torch.float32 and layer._fixed[2] == layer.scale.data_ptr()
     assert torch.equal(layer(x), want)
+    with pytest.raises(TypeError, match="float32 zero points"):  # loud, never a misread
+        NativeCodes(random_weight(96, 256, 4, 64, False, seed=4), torch.float32).to(torch.bfloat16)
 
 
 def test_pack_linears_leaves_the_kernels_scales_as_stored():
