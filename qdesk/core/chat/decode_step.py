@@ -15,8 +15,8 @@ operations and products, so the logits are bit for bit the forward's (the
 tests compare them with ``torch.equal`` per family, dense and packed), and the
 KV cache is transformers' own ``DynamicCache``: crops, forks and ``HFBatch``
 see nothing different. Measured (``benchmarks/bench_speed.py``, demo, 64
-tokens, statistics on, 9 rounds): 1.12x transformers' forward for the dense
-bfloat16 model, 1.38x for the 4-bit packed one.
+tokens, statistics on, 9 rounds, two runs): 1.12-1.15x transformers' forward
+for the dense bfloat16 model, 1.36-1.38x for the 4-bit packed one.
 
 It takes only what it was read against: a ``LlamaForCausalLM``,
 ``MistralForCausalLM``, ``Qwen2ForCausalLM`` or ``Qwen3ForCausalLM`` (per-head
