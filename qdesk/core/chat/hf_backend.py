@@ -49,22 +49,19 @@ class HFBackend(TokenCache):
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
         self._own_cache()
         step = decode_step_for(self.model) if len(ids) == 1 and _plain_layers(self._cache) else None
-        if step is not None and step.usable():
-            with compute_stream():
-                apply_torch_threads()
-                logits = step(int(ids[0]), self._cache)
-            return logits[0, -1].float().cpu().numpy()
-        input_ids = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
         with compute_stream():
             apply_torch_threads()
-            out = self.model(
-                input_ids=input_ids,
-                **{CACHE_ARG: self._cache},
-                use_cache=True,
-                logits_to_keep=1,  # the output head only for the last position
-            )
-        self._cache = getattr(out, CACHE_ARG)
-        return out.logits[0, -1].float().cpu().numpy()
+            if step is not None and step.usable():  # one token onto a cache: qdesk's step
+                logits = step(int(ids[0]), self._cache)
+            else:
+                out = self.model(
+                    input_ids=torch.tensor([list(ids)], dtype=torch.long, device=self.device),
+                    **{CACHE_ARG: self._cache},
+                    use_cache=True,
+                    logits_to_keep=1,  # the output head only for the last position
+                )
+                self._cache, logits = getattr(out, CACHE_ARG), out.logits
+        return logits[0, -1].float().cpu().numpy()
 
     def _crop(self, n: int) -> None:
         self._own_cache()
