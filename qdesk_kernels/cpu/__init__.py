@@ -6,8 +6,8 @@ data folder: ``qdesk.core.packed.native``), under a name
 that hashes the source, the flags and the compiler, so a new qdesk or another
 compiler builds again and an old build is never loaded by mistake. The build
 writes a temporary file and renames it into place. With AVX2, FMA and F16C in
-``/proc/cpuinfo`` it builds the vectorized kernels; otherwise the portable C
-loops. Without a compiler (or when the build fails) ``library()`` returns None
+``/proc/cpuinfo`` it builds the vectorized kernels (with AVX-512F too, the
+exact one-row 4-bit product in 16 lanes); otherwise the portable C loops. Without a compiler (or when the build fails) ``library()`` returns None
 and ``why_not()`` says why; callers then use torch's ops.
 
 ``QDESK_NATIVE=0`` turns the kernels off (tests compare both paths).
@@ -56,8 +56,11 @@ def compiler() -> str | None:
 
 def _flags() -> list[str]:
     flags = ["-O3", "-shared", "-fPIC", "-std=c99"]
-    if {"avx2", "fma", "f16c"} <= _cpu_flags():
+    cpu = _cpu_flags()
+    if {"avx2", "fma", "f16c"} <= cpu:
         flags += ["-mavx2", "-mfma", "-mf16c"]
+        if "avx512f" in cpu:  # the one-row 4-bit product in 16 lanes
+            flags.append("-mavx512f")
     return flags
 
 
@@ -141,7 +144,7 @@ def why_not() -> str:
 
 
 def simd(lib: ctypes.CDLL | None) -> str:
-    """"avx2" or "portable" for a loaded build, "" for none."""
+    """"avx512", "avx2" or "portable" for a loaded build, "" for none."""
     if lib is None:
         return ""
-    return "avx2" if lib.qd_simd() == 2 else "portable"
+    return {3: "avx512", 2: "avx2"}.get(lib.qd_simd(), "portable")

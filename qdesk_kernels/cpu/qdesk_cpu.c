@@ -40,13 +40,20 @@
 #else
 #define QD_AVX2 0
 #endif
+/* AVX-512F (built only where /proc/cpuinfo lists it): the exact one-row 4-bit
+ * product in 16-lane vectors, the rest as with AVX2. */
+#if QD_AVX2 && defined(__AVX512F__)
+#define QD_AVX512 1
+#else
+#define QD_AVX512 0
+#endif
 
 #define QD_ABI 3
 #define PARALLEL_FROM 262144 /* weights; a smaller layer runs on the calling thread */
 #define MAX_M 4              /* activation rows per pass over the weights */
 
 int qd_abi(void) { return QD_ABI; }
-int qd_simd(void) { return QD_AVX2 ? 2 : 0; }
+int qd_simd(void) { return QD_AVX512 ? 3 : QD_AVX2 ? 2 : 0; }
 
 static int team_size(int64_t n, int64_t k, int threads) {
     return (threads < 1 || n * k < PARALLEL_FROM) ? 1 : threads;
@@ -228,6 +235,79 @@ static const row_fn ROW_U4[3][2][4] = {{QD_G4(0, 0), QD_G4(0, 1)},
 static inline int width_index(int64_t g) { return g == 32 ? 1 : g == 64 ? 2 : g == 128 ? 3 : 0; }
 #endif
 
+#if QD_AVX512
+/* The same one-row product in 16-lane vectors. A 16-byte block of codes widens
+ * to 16 lanes holding columns 0-7 and 16-23 in their low nibbles, 8-15 and
+ * 24-31 in their high ones; x is read in that order (lanes_order, once a call),
+ * so a block needs one widening, one mask, one shift, two conversions and two
+ * multiply-adds where AVX2 spends twice as many instructions. Measured on a
+ * Zen 4 EPYC (2 threads, 2048-column rows from memory, g64): 1.1x at 128256
+ * rows, 1.4x where the codes sit in cache; the sums run in another order than
+ * AVX2's (float32 rounding apart). Groups of a multiple of 32 columns. */
+static void lanes_order(const float *x, int64_t k, float *xp) {
+    for (int64_t b = 0; b < k; b += 32)
+        for (int i = 0; i < 8; i++) {
+            xp[b + i] = x[b + i];
+            xp[b + 8 + i] = x[b + 16 + i];
+            xp[b + 16 + i] = x[b + 8 + i];
+            xp[b + 24 + i] = x[b + 24 + i];
+        }
+}
+
+static inline __attribute__((always_inline)) void row_u4_512_body(
+    const uint8_t *codes, const void *scale, const int kind, const float *zero, const int zeros,
+    float offset, int64_t r, int64_t k, int64_t g, const float *xp, const float *xs, float *y) {
+    int64_t ng = k / g;
+    const __m512i low = _mm512_set1_epi32(15);
+    const uint8_t *row = codes + r * (k / 2);
+    __m512 acc = _mm512_setzero_ps();
+    float t = 0.f;
+    for (int64_t j = 0; j < ng; j++) {
+        __m512 p0 = _mm512_setzero_ps(), p1 = p0, p2 = p0, p3 = p0;
+        const uint8_t *c = row + j * g / 2;
+        const float *xj = xp + j * g;
+        int64_t b = 0;
+        for (; b + 64 <= g; b += 64, c += 32) {
+            __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)c));
+            __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(c + 16)));
+            p0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v0, low)), _mm512_loadu_ps(xj + b), p0);
+            p1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v0, 4)), _mm512_loadu_ps(xj + b + 16), p1);
+            p2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v1, low)), _mm512_loadu_ps(xj + b + 32), p2);
+            p3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v1, 4)), _mm512_loadu_ps(xj + b + 48), p3);
+        }
+        if (b < g) { /* a group of 32 * odd columns: its last 32 */
+            __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)c));
+            p0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v0, low)), _mm512_loadu_ps(xj + b), p0);
+            p1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v0, 4)), _mm512_loadu_ps(xj + b + 16), p1);
+        }
+        float s = scale_at(scale, kind, r * ng + j);
+        acc = _mm512_fmadd_ps(_mm512_add_ps(_mm512_add_ps(p0, p1), _mm512_add_ps(p2, p3)),
+                              _mm512_set1_ps(s), acc);
+        t += (offset + (zeros ? zero[r * ng + j] : 0.f)) * s * xs[j];
+    }
+    y[r] = _mm512_reduce_add_ps(acc) - t;
+}
+
+#define QD_ROW(KIND, ZEROS, G)                                                                 \
+    static void row512_u4_##KIND##_##ZEROS##_##G(const uint8_t *codes, const void *scale,      \
+                                                 const float *zero, float offset, int64_t r,  \
+                                                 int64_t k, int64_t g, const float *x,        \
+                                                 const float *xs, float *y) {                 \
+        row_u4_512_body(codes, scale, KIND, zero, ZEROS, offset, r, k, G ? G : g, x, xs, y); \
+    }
+#define QD_ROWS_G(KIND, ZEROS) QD_ROW(KIND, ZEROS, 0) QD_ROW(KIND, ZEROS, 32) \
+    QD_ROW(KIND, ZEROS, 64) QD_ROW(KIND, ZEROS, 128)
+QD_ROWS_G(0, 0) QD_ROWS_G(0, 1) QD_ROWS_G(1, 0) QD_ROWS_G(1, 1) QD_ROWS_G(2, 0) QD_ROWS_G(2, 1)
+#undef QD_ROWS_G
+#undef QD_ROW
+#define QD_G4(KIND, ZEROS) {row512_u4_##KIND##_##ZEROS##_0, row512_u4_##KIND##_##ZEROS##_32, \
+                            row512_u4_##KIND##_##ZEROS##_64, row512_u4_##KIND##_##ZEROS##_128}
+static const row_fn ROW512_U4[3][2][4] = {{QD_G4(0, 0), QD_G4(0, 1)},
+                                          {QD_G4(1, 0), QD_G4(1, 1)},
+                                          {QD_G4(2, 0), QD_G4(2, 1)}};
+#undef QD_G4
+#endif
+
 #if QD_AVX2
 /* Two output rows of 4-bit codes against MC (2..4) rows of x: each converted
  * code vector is used MC times. One function per MC so the accumulators stay
@@ -308,6 +388,17 @@ void qd_gemm_codes(int bits, const uint8_t *codes, const void *scale, int kind, 
         float *ym = y + m0 * n;
 #if QD_AVX2
         if (mc == 1 && bits == 4) {
+#if QD_AVX512
+            float *xp = g % 32 == 0 ? (float *)malloc(sizeof(float) * (size_t)k) : NULL;
+            if (xp) {
+                lanes_order(xm, k, xp);
+                row_fn fn = ROW512_U4[kind][zero != NULL][width_index(g)];
+#pragma omp parallel for num_threads(team) schedule(static)
+                for (int64_t r = 0; r < n; r++) fn(codes, scale, zero, offset, r, k, g, xp, xsm, ym);
+                free(xp);
+                continue;
+            }
+#endif
             row_fn fn = ROW_U4[kind][zero != NULL][width_index(g)];
 #pragma omp parallel for num_threads(team) schedule(static)
             for (int64_t r = 0; r < n; r++) fn(codes, scale, zero, offset, r, k, g, xm, xsm, ym);

@@ -19,5 +19,5 @@ def library() -> ctypes.CDLL | None:
 
 
 def simd() -> str:
-    """"avx2" or "portable" for the loaded build, "" when there is none."""
+    """"avx512", "avx2" or "portable" for the loaded build, "" when there is none."""
     return cpu.simd(library())

@@ -107,7 +107,7 @@ def _cpu_candidates(qw: QuantizedWeight, dtype: torch.dtype) -> list[str]:
     # weights come from memory, and the kernel reads an eighth of float32's
     # bytes (see placement.py for a whole decode step): taken always.
     fast = [op for op in usable if speed[op] >= FAST_ENOUGH
-            or (op == "native" and native.simd() == "avx2")]
+            or (op == "native" and native.simd() in ("avx2", "avx512"))]
     # Between the ops a one-thread probe of ~0.5 ms cannot rank closely (on one
     # AVX2 CPU native's figure moved 1.4-2.3x from run to run, torch's int4 op's
     # sat at 1.3x), a model must not switch kernels from one load to the next:
