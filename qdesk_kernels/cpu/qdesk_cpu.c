@@ -241,9 +241,9 @@ static inline int width_index(int64_t g) { return g == 32 ? 1 : g == 64 ? 2 : g 
  * 24-31 in their high ones; x is read in that order (lanes_order, once a call),
  * so a block needs one widening, one mask, one shift, two conversions and two
  * multiply-adds where AVX2 spends twice as many instructions. Measured on a
- * Zen 4 EPYC (2 threads, 2048-column rows from memory, g64): 1.1x at 128256
- * rows, 1.4x where the codes sit in cache; the sums run in another order than
- * AVX2's (float32 rounding apart). Groups of a multiple of 32 columns. */
+ * Zen 4 EPYC (2 threads, g64): 1.05-1.12x per layer, 1.13x a whole 1B-shape
+ * decode; the sums run in another order than AVX2's (float32 rounding apart).
+ * Groups of a multiple of 32 columns. */
 static void lanes_order(const float *x, int64_t k, float *xp) {
     for (int64_t b = 0; b < k; b += 32)
         for (int i = 0; i < 8; i++) {
@@ -266,6 +266,9 @@ static inline __attribute__((always_inline)) void row_u4_512_body(
         __m512 p0 = _mm512_setzero_ps(), p1 = p0, p2 = p0, p3 = p0;
         const uint8_t *c = row + j * g / 2;
         const float *xj = xp + j * g;
+        /* a cache line of codes 1 KiB ahead (this row's next, or the next row's):
+         * measured 1.07-1.10x a 1B decode (2 KiB ahead: 1.07x) */
+        if (!((j * g / 2) & 63)) _mm_prefetch((const char *)c + 1024, _MM_HINT_T0);
         int64_t b = 0;
         for (; b + 64 <= g; b += 64, c += 32) {
             __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)c));
