@@ -237,8 +237,12 @@ def test_the_job_aims_each_block_at_the_dense_models_activations(monkeypatch, de
     the quantized first block."""
     from dataclasses import replace
 
-    from qdesk.core.quant import methods
+    from qdesk.core.quant import layerwalk, methods
 
+    # compared with the dense model's float32 activations: the job's forwards in
+    # float32 too, as on a CPU without bf16 instructions (with AVX512-BF16 or AMX
+    # the job runs them in bfloat16; test_steps checks that choice)
+    monkeypatch.setattr(layerwalk, "_cpu_has_fast_bf16", lambda: False)
     model = make_tiny()
     ids = calib(4, 16).input_ids
     outputs = {}
