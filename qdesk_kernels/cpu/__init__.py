@@ -7,8 +7,9 @@ that hashes the source, the flags and the compiler, so a new qdesk or another
 compiler builds again and an old build is never loaded by mistake. The build
 writes a temporary file and renames it into place. With AVX2, FMA and F16C in
 ``/proc/cpuinfo`` it builds the vectorized kernels (with AVX-512F too, the
-exact one-row 4-bit product in 16 lanes); otherwise the portable C loops. Without a compiler (or when the build fails) ``library()`` returns None
-and ``why_not()`` says why; callers then use torch's ops.
+exact one-row 4-bit product in 16 lanes); otherwise the portable C loops.
+Without a compiler (or when the build fails) ``library()`` returns None and
+``why_not()`` says why; callers then use torch's ops.
 
 ``QDESK_NATIVE=0`` turns the kernels off (tests compare both paths).
 
