@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from qdesk.core.models.device import DecodeShape, Placement
+from qdesk.core.packed import native
 from qdesk.core.packed.fusion import fuse_siblings
 from qdesk.core.packed.native_kernels import sixteen_bit_keys, use_sixteen_bit_products
 from qdesk.core.packed.placement import packed_placement
@@ -126,7 +127,10 @@ class PackedPlan:
 
     def facts(self) -> dict:
         """For ``ModelFacts.quantization``: how the weights run."""
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.kernels.items()))
+        # qdesk's CPU kernel names its build (avx512, avx2, portable): what one
+        # machine's speed figures can be compared with
+        kinds = ", ".join(f"{n} {k} {native.simd()}" if k == "native" else f"{n} {k}"
+                          for k, n in sorted(self.kernels.items()))
         if self.stacked:
             kinds += f"; {self.stacked} sibling sets stacked"
         if self.sixteen_bit:

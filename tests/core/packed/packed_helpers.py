@@ -61,8 +61,14 @@ def best_kernel(bits: int, group: int, symmetric: bool = True, float_zero: bool 
 
 
 def runtime_of(counts: dict[str, int]) -> str:
-    """The start of ``quantization.runtime`` for these kernel counts."""
-    return "packed (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    """The start of ``quantization.runtime`` for these kernel counts (qdesk's
+    CPU kernel with the build this machine runs)."""
+    from qdesk.core.packed import native
+
+    def named(k: str) -> str:
+        return f"{k} {native.simd()}" if k == "native" else k
+
+    return "packed (" + ", ".join(f"{n} {named(k)}" for k, n in sorted(counts.items()))
 
 
 def expected_kernels(model, bits: int, group: int, symmetric: bool = True,
