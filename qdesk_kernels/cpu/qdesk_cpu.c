@@ -211,25 +211,27 @@ static inline __attribute__((always_inline)) void row_u4_body(
 typedef void (*row_fn)(const uint8_t *, const void *, const float *, float, int64_t, int64_t,
                        int64_t, const float *, const float *, float *);
 /* G: the group width as a constant (0: the caller's g). With it the compiler
- * unrolls a group's loop whole: measured 1.5x on one thread (2048 x 2048, g64). */
-#define QD_ROW(KIND, ZEROS, G)                                                                 \
-    static void row_u4_##KIND##_##ZEROS##_##G(const uint8_t *codes, const void *scale,         \
+ * unrolls a group's loop whole: measured 1.5x on one thread (2048 x 2048, g64).
+ * QD_ROW_TABLE(TABLE, BODY) defines one function per scale kind, zero points
+ * (or none) and width for an inlined row body, and TABLE[kind][zeros][width]. */
+#define QD_ROW(BODY, KIND, ZEROS, G)                                                           \
+    static void BODY##_##KIND##_##ZEROS##_##G(const uint8_t *codes, const void *scale,         \
                                               const float *zero, float offset, int64_t r,     \
                                               int64_t k, int64_t g, const float *x,           \
                                               const float *xs, float *y) {                    \
-        row_u4_body(codes, scale, KIND, zero, ZEROS, offset, r, k, G ? G : g, x, xs, y);     \
+        BODY(codes, scale, KIND, zero, ZEROS, offset, r, k, G ? G : g, x, xs, y);             \
     }
-#define QD_ROWS_G(KIND, ZEROS) QD_ROW(KIND, ZEROS, 0) QD_ROW(KIND, ZEROS, 32) \
-    QD_ROW(KIND, ZEROS, 64) QD_ROW(KIND, ZEROS, 128)
-QD_ROWS_G(0, 0) QD_ROWS_G(0, 1) QD_ROWS_G(1, 0) QD_ROWS_G(1, 1) QD_ROWS_G(2, 0) QD_ROWS_G(2, 1)
-#undef QD_ROWS_G
-#undef QD_ROW
-#define QD_G4(KIND, ZEROS) {row_u4_##KIND##_##ZEROS##_0, row_u4_##KIND##_##ZEROS##_32, \
-                            row_u4_##KIND##_##ZEROS##_64, row_u4_##KIND##_##ZEROS##_128}
-static const row_fn ROW_U4[3][2][4] = {{QD_G4(0, 0), QD_G4(0, 1)},
-                                       {QD_G4(1, 0), QD_G4(1, 1)},
-                                       {QD_G4(2, 0), QD_G4(2, 1)}};
-#undef QD_G4
+#define QD_ROWS_G(BODY, KIND, ZEROS) QD_ROW(BODY, KIND, ZEROS, 0) QD_ROW(BODY, KIND, ZEROS, 32) \
+    QD_ROW(BODY, KIND, ZEROS, 64) QD_ROW(BODY, KIND, ZEROS, 128)
+#define QD_G4(BODY, KIND, ZEROS) {BODY##_##KIND##_##ZEROS##_0, BODY##_##KIND##_##ZEROS##_32, \
+                                  BODY##_##KIND##_##ZEROS##_64, BODY##_##KIND##_##ZEROS##_128}
+#define QD_ROW_TABLE(TABLE, BODY)                                                              \
+    QD_ROWS_G(BODY, 0, 0) QD_ROWS_G(BODY, 0, 1) QD_ROWS_G(BODY, 1, 0)                          \
+    QD_ROWS_G(BODY, 1, 1) QD_ROWS_G(BODY, 2, 0) QD_ROWS_G(BODY, 2, 1)                          \
+    static const row_fn TABLE[3][2][4] = {{QD_G4(BODY, 0, 0), QD_G4(BODY, 0, 1)},             \
+                                          {QD_G4(BODY, 1, 0), QD_G4(BODY, 1, 1)},             \
+                                          {QD_G4(BODY, 2, 0), QD_G4(BODY, 2, 1)}};
+QD_ROW_TABLE(ROW_U4, row_u4_body)
 
 /* Which of the width-specialized functions: 0 (any width), 1-3 (32, 64, 128). */
 static inline int width_index(int64_t g) { return g == 32 ? 1 : g == 64 ? 2 : g == 128 ? 3 : 0; }
@@ -291,25 +293,12 @@ static inline __attribute__((always_inline)) void row_u4_512_body(
     y[r] = _mm512_reduce_add_ps(acc) - t;
 }
 
-#define QD_ROW(KIND, ZEROS, G)                                                                 \
-    static void row512_u4_##KIND##_##ZEROS##_##G(const uint8_t *codes, const void *scale,      \
-                                                 const float *zero, float offset, int64_t r,  \
-                                                 int64_t k, int64_t g, const float *x,        \
-                                                 const float *xs, float *y) {                 \
-        row_u4_512_body(codes, scale, KIND, zero, ZEROS, offset, r, k, G ? G : g, x, xs, y); \
-    }
-#define QD_ROWS_G(KIND, ZEROS) QD_ROW(KIND, ZEROS, 0) QD_ROW(KIND, ZEROS, 32) \
-    QD_ROW(KIND, ZEROS, 64) QD_ROW(KIND, ZEROS, 128)
-QD_ROWS_G(0, 0) QD_ROWS_G(0, 1) QD_ROWS_G(1, 0) QD_ROWS_G(1, 1) QD_ROWS_G(2, 0) QD_ROWS_G(2, 1)
+QD_ROW_TABLE(ROW512_U4, row_u4_512_body)
+#endif
+#undef QD_ROW_TABLE
+#undef QD_G4
 #undef QD_ROWS_G
 #undef QD_ROW
-#define QD_G4(KIND, ZEROS) {row512_u4_##KIND##_##ZEROS##_0, row512_u4_##KIND##_##ZEROS##_32, \
-                            row512_u4_##KIND##_##ZEROS##_64, row512_u4_##KIND##_##ZEROS##_128}
-static const row_fn ROW512_U4[3][2][4] = {{QD_G4(0, 0), QD_G4(0, 1)},
-                                          {QD_G4(1, 0), QD_G4(1, 1)},
-                                          {QD_G4(2, 0), QD_G4(2, 1)}};
-#undef QD_G4
-#endif
 
 #if QD_AVX2
 /* Two output rows of 4-bit codes against MC (2..4) rows of x: each converted
